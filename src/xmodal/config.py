@@ -1,0 +1,32 @@
+"""Settings in one place: environment variables XMODAL_*, read when asked for."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "lite"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str = DEFAULT_MODEL
+    batch_size: int = 32
+    # Above this many pixels an image is refused as a likely decompression bomb.
+    max_image_pixels: int = 100_000_000
+    num_threads: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        threads = env.get("XMODAL_NUM_THREADS")
+        return cls(
+            model=env.get("XMODAL_MODEL") or DEFAULT_MODEL,
+            batch_size=int(env.get("XMODAL_BATCH_SIZE", cls.batch_size)),
+            max_image_pixels=int(env.get("XMODAL_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
+            num_threads=int(threads) if threads else None,
+        )
+
+
+def get_settings() -> Settings:
+    return Settings.from_env()

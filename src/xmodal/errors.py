@@ -1,0 +1,42 @@
+"""Typed errors. Library code raises these; only the CLI and the server turn them into messages."""
+
+from __future__ import annotations
+
+
+class XmodalError(Exception):
+    """Base class for every error xmodal raises on purpose."""
+
+
+class ImageLoadError(XmodalError):
+    """An input could not be read as an image."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
+class InvalidInputError(XmodalError, ValueError):
+    """Arguments that can never work: empty label lists, empty queries, bad names."""
+
+
+class ModelNotFoundError(XmodalError):
+    """A model name that no backend knows, or a checkpoint that is not where it was said to be."""
+
+
+class ModelLoadError(XmodalError):
+    """A known model that cannot be loaded here and now (offline, corrupt checkpoint...)."""
+
+
+class MissingExtraError(ModelLoadError):
+    """A backend whose optional dependency is not installed."""
+
+    def __init__(self, what: str, extra: str, module: str):
+        self.extra = extra
+        super().__init__(
+            f"{what} needs the '{module}' package: pip install 'xmodal[{extra}]'"
+        )
+
+
+class UnsupportedModalityError(XmodalError):
+    """Asked a model for a modality it does not embed."""

@@ -1,0 +1,130 @@
+"""The encoder contract every backend implements.
+
+A backend implements two batch methods, `_encode_texts` and `_encode_images`, on one batch at a
+time. Everything else (input checks, image loading, batching, progress, normalisation, dtype) is
+done here, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from xmodal.errors import InvalidInputError, UnsupportedModalityError
+from xmodal.images import ImageSource, load_image
+
+TEXT = "text"
+IMAGE = "image"
+
+# Below this many items a progress bar is noise.
+_PROGRESS_MIN_ITEMS = 64
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; an all-zero row stays zero instead of becoming NaN."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class Encoder(ABC):
+    """Maps texts and images into one L2-normalised float32 space.
+
+    Subclasses set `name`, `dim`, `modalities` and `logit_scale` and implement the two
+    `_encode_*` methods for one batch (already-loaded RGB images for the image side).
+    """
+
+    name: str
+    dim: int
+    modalities: frozenset[str] = frozenset({TEXT, IMAGE})
+    # Multiplies cosine similarity before a softmax (zero-shot) and in "scaled" scores;
+    # CLIP-style models learn it, others set a calibrated constant.
+    logit_scale: float = 100.0
+    batch_size: int = 32
+
+    @abstractmethod
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        """One batch of texts -> float array [len(texts), dim] (need not be normalised)."""
+
+    @abstractmethod
+    def _encode_images(self, images: list[Image.Image]) -> np.ndarray:
+        """One batch of RGB images -> float array [len(images), dim] (need not be normalised)."""
+
+    # -- public API -------------------------------------------------------------------------
+
+    def embed_texts(
+        self, texts: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
+        self._require(TEXT)
+        if isinstance(texts, str):
+            raise InvalidInputError("embed_texts takes a list of strings, not one string")
+        texts = list(texts)
+        for t in texts:
+            if not isinstance(t, str):
+                raise InvalidInputError(f"texts must be strings, got {type(t).__name__}")
+            if not t.strip():
+                raise InvalidInputError("empty text: give at least one non-blank character")
+        return self._batched(texts, self._encode_texts, batch_size, progress, "texts")
+
+    def embed_images(
+        self,
+        images: Sequence[ImageSource],
+        *,
+        batch_size: int | None = None,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Embed paths, bytes or PIL images; an unreadable one raises ImageLoadError."""
+        self._require(IMAGE)
+        images = list(images)
+
+        def encode(batch: list[ImageSource]) -> np.ndarray:
+            return self._encode_images([load_image(src) for src in batch])
+
+        return self._batched(images, encode, batch_size, progress, "images")
+
+    def embed_text(self, text: str) -> np.ndarray:
+        return self.embed_texts([text])[0]
+
+    def embed_image(self, image: ImageSource) -> np.ndarray:
+        return self.embed_images([image])[0]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} dim={self.dim}>"
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _require(self, modality: str) -> None:
+        if modality not in self.modalities:
+            raise UnsupportedModalityError(f"model {self.name} does not embed {modality}s")
+
+    def _batched(self, items, encode, batch_size, progress, unit) -> np.ndarray:
+        size = self.batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise InvalidInputError(f"batch size must be at least 1, got {size}")
+        if not items:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        bar = None
+        if progress and len(items) >= _PROGRESS_MIN_ITEMS:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), unit=unit[:-1], desc=f"embedding {unit}", leave=False)
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        try:
+            for start in range(0, len(items), size):
+                batch = items[start : start + size]
+                vecs = np.asarray(encode(batch), dtype=np.float32)
+                if vecs.shape != (len(batch), self.dim):
+                    raise RuntimeError(
+                        f"{self.name} returned shape {vecs.shape} for {len(batch)} {unit}, "
+                        f"expected ({len(batch)}, {self.dim})"
+                    )
+                out[start : start + len(batch)] = l2_normalize(vecs)
+                if bar is not None:
+                    bar.update(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out

@@ -1,0 +1,100 @@
+"""Model names -> encoders. Backends are described as data and imported only when used.
+
+Names users type:
+  lite, lite-en, ...        built-in offline models (see xmodal.models.lite.VARIANTS)
+  openclip:ARCH[/PRETRAINED] any OpenCLIP architecture; PRETRAINED is a tag or a checkpoint file
+  hf:REPO_OR_DIR            a Hugging Face CLIPModel / SiglipModel checkpoint
+  fake[:DIM]                a deterministic fake, for tests
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from xmodal.errors import InvalidInputError, MissingExtraError, ModelNotFoundError
+from xmodal.models.base import Encoder
+
+
+@dataclass(frozen=True)
+class Backend:
+    prefix: str
+    module: str  # exposes load(arg, **options) -> Encoder and list_models() -> list[ModelInfo]
+    requires: str | None  # third-party module the backend imports
+    extra: str | None  # pip extra that installs it
+    summary: str
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dim: int | None
+    available: bool
+    note: str = ""
+
+
+BACKENDS: dict[str, Backend] = {
+    b.prefix: b
+    for b in [
+        Backend("lite", "xmodal.models.lite", None, None, "built-in offline model"),
+        Backend("openclip", "xmodal.models.openclip", "open_clip", "clip", "OpenCLIP models"),
+        Backend("hf", "xmodal.models.hf", "transformers", "hf", "Hugging Face CLIP/SigLIP"),
+        Backend("fake", "xmodal.models.fake", None, None, "deterministic fake for tests"),
+    ]
+}
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """'openclip:ViT-B-32/tag' -> ('openclip', 'ViT-B-32/tag'); 'lite' -> ('lite', 'lite')"""
+    name = name.strip()
+    if not name:
+        raise InvalidInputError("empty model name")
+    prefix, sep, arg = name.partition(":")
+    if sep and prefix in BACKENDS:
+        if not arg:
+            raise InvalidInputError(f"model name '{name}' needs something after '{prefix}:'")
+        return prefix, arg
+    if name == "fake":
+        return "fake", ""
+    if name.startswith("lite"):
+        return "lite", name
+    raise ModelNotFoundError(
+        f"unknown model '{name}': use lite, openclip:ARCH[/PRETRAINED] or hf:REPO_OR_DIR "
+        "(xmodal models lists them)"
+    )
+
+
+def _backend_module(backend: Backend):
+    if backend.requires is not None:
+        try:
+            importlib.import_module(backend.requires)
+        except ImportError as e:
+            raise MissingExtraError(
+                f"the {backend.prefix} backend", backend.extra or "all", backend.requires
+            ) from e
+    return importlib.import_module(backend.module)
+
+
+def load_model(name: str | None = None, **options) -> Encoder:
+    """Load an encoder by name; None means the configured default (XMODAL_MODEL or 'lite')."""
+    if name is None:
+        from xmodal.config import get_settings
+
+        name = get_settings().model
+    prefix, arg = parse_name(name)
+    return _backend_module(BACKENDS[prefix]).load(arg, **options)
+
+
+def list_models() -> list[ModelInfo]:
+    """Every name a user can type, with its dimension and whether it can load right now."""
+    infos: list[ModelInfo] = []
+    for backend in BACKENDS.values():
+        if backend.prefix == "fake":
+            continue
+        try:
+            module = _backend_module(backend)
+        except MissingExtraError as e:
+            infos.append(ModelInfo(f"{backend.prefix}:...", None, False, str(e)))
+            continue
+        infos.extend(module.list_models())
+    return infos

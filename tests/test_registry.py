@@ -1,0 +1,55 @@
+"""Model names -> backends, and the errors a user sees for names that cannot work."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from xmodal.errors import InvalidInputError, ModelNotFoundError
+from xmodal.models import list_models, load_model
+from xmodal.models.fake import FakeEncoder
+from xmodal.models.registry import parse_name
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("lite", ("lite", "lite")),
+        ("lite-en", ("lite", "lite-en")),
+        ("openclip:ViT-B-32", ("openclip", "ViT-B-32")),
+        ("openclip:ViT-B-32/laion2b_s34b_b79k", ("openclip", "ViT-B-32/laion2b_s34b_b79k")),
+        ("hf:openai/clip-vit-base-patch32", ("hf", "openai/clip-vit-base-patch32")),
+        ("fake", ("fake", "")),
+        ("fake:8", ("fake", "8")),
+    ],
+)
+def test_parse_name(name, expected):
+    assert parse_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", "  ", "openclip:", "hf:"])
+def test_empty_names_are_invalid(name):
+    with pytest.raises(InvalidInputError):
+        parse_name(name)
+
+
+def test_unknown_name_says_what_exists():
+    with pytest.raises(ModelNotFoundError, match="openclip:ARCH"):
+        load_model("clip-but-misspelt")
+
+
+def test_default_comes_from_environment(monkeypatch):
+    monkeypatch.setenv("XMODAL_MODEL", "fake:12")
+    model = load_model()
+    assert isinstance(model, FakeEncoder)
+    assert model.dim == 12
+
+
+def test_list_models_is_fast_and_lists_the_default():
+    start = time.perf_counter()
+    infos = list_models()
+    elapsed = time.perf_counter() - start
+    lite = [i for i in infos if i.name == "lite"]
+    assert lite and lite[0].available and lite[0].dim
+    assert elapsed < 10, f"listing models took {elapsed:.1f}s"
