@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from xmodal.errors import InvalidInputError, ModelNotFoundError
@@ -46,10 +44,10 @@ def test_default_comes_from_environment(monkeypatch):
     assert model.dim == 12
 
 
-def test_list_models_is_fast_and_lists_the_default():
-    start = time.perf_counter()
+def test_list_models_names_every_backend():
     infos = list_models()
-    elapsed = time.perf_counter() - start
     lite = [i for i in infos if i.name == "lite"]
     assert lite and lite[0].available and lite[0].dim
-    assert elapsed < 10, f"listing models took {elapsed:.1f}s"
+    # Hub tags are listed from open_clip's own table without loading or downloading anything.
+    assert any(i.name.startswith("openclip:ViT-B-32/") and i.dim == 512 for i in infos)
+    assert any(i.name == "hf:openai/clip-vit-base-patch32" for i in infos)
