@@ -31,11 +31,11 @@ class ModelLoadError(XmodalError):
 class MissingExtraError(ModelLoadError):
     """A backend whose optional dependency is not installed."""
 
-    def __init__(self, what: str, extra: str, module: str):
+    def __init__(self, what: str, extra: str | None, module: str, package: str | None = None):
+        # extra=None: a core dependency that is missing from a broken install.
         self.extra = extra
-        super().__init__(
-            f"{what} needs the '{module}' package: pip install 'xmodal[{extra}]'"
-        )
+        hint = f"'xmodal[{extra}]'" if extra else (package or module)
+        super().__init__(f"{what} needs the '{module}' package: pip install {hint}")
 
 
 class UnsupportedModalityError(XmodalError):
