@@ -1,18 +1,28 @@
-"""Real sample photos that ship inside scikit-image, scikit-learn and matplotlib.
+"""Real sample images with captions: photos that ship inside scikit-image, scikit-learn and
+matplotlib, clip-art from openclipart-png and emoji drawn from the Noto colour emoji font.
 
-Used by `xmodal demo`, the tests and the benchmarks: photographs nobody on the project made, each
-with the label a person would give it.
+Used by `xmodal demo`, the tests and the benchmarks: pictures nobody on the project made, each
+with the label a person would give it. Clip-art and emoji come with a fixed train/test split by
+caption so fine-tuning can train on one part and be measured on the other.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+import unicodedata
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from xmodal.errors import MissingExtraError
+from xmodal.errors import InvalidInputError, MissingExtraError, XmodalError
+
+
+class MissingDataError(XmodalError, FileNotFoundError):
+    """A sample data set whose files (a Debian package) are not installed."""
 
 
 @dataclass(frozen=True)
@@ -82,3 +92,134 @@ def sample_photos(folder: str | Path, names: list[str] | None = None) -> list[Sa
             tmp.replace(path)
         photos.append(SamplePhoto(name, label, path))
     return photos
+
+
+# -- captioned clip-art and emoji (Debian packages openclipart-png, fonts-noto-color-emoji) --------
+
+OPENCLIPART_ROOT = Path("/usr/share/openclipart/png")
+EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
+# wamerican: tells real words from the author names that openclipart file names end with.
+WORDS_FILE = Path("/usr/share/dict/words")
+
+# Folders of abstract shapes, patterns, logos and UI icons: their names do not describe a picture.
+CLIPART_SKIPPED = ("shapes", "special", "computer", "buttons", "logos", "unsorted")
+# Code-point blocks of single-code-point pictographic emoji.
+EMOJI_BLOCKS = ((0x2600, 0x27C0), (0x1F300, 0x1FB00))
+EMOJI_FONT_SIZE = 109  # the one size at which the Noto colour bitmaps exist
+TEST_PERCENT = 20
+# A few clip-art files are 100+ megapixel posters: over the loader's limit and slow to decode.
+CLIPART_MAX_PIXELS = 16_000_000
+
+
+@dataclass(frozen=True)
+class CaptionedImage:
+    caption: str
+    path: Path
+    category: str
+
+
+def split_of(caption: str) -> str:
+    """'train' or 'test', stable across runs and machines: a hash of the caption (~20% test).
+
+    Split by caption, not by image, so no caption seen in training is ever asked about in a test.
+    """
+    h = hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest()
+    return "test" if int.from_bytes(h, "little") % 100 < TEST_PERCENT else "train"
+
+
+def _check_split(split: str | None) -> None:
+    if split not in (None, "train", "test"):
+        raise InvalidInputError(f"split must be 'train', 'test' or None, got {split!r}")
+
+
+def _require(path: Path, package: str) -> None:
+    if not path.exists():
+        raise MissingDataError(f"{path} not found: install the Debian package {package}")
+
+
+@lru_cache(maxsize=1)
+def _english_words() -> frozenset[str]:
+    _require(WORDS_FILE, "wamerican")
+    # Lower-case entries only: capitalised ones are proper names (Dan, Matthew), i.e. authors.
+    lines = WORDS_FILE.read_text(encoding="utf-8").split()
+    return frozenset(w for w in lines if w.isalpha() and w.islower())
+
+
+def clipart_caption(stem: str) -> str:
+    """'full_moon_dan_gerhards_01' -> 'full moon': words only, no digits, no author names."""
+    words = _english_words()
+    tokens = re.split(r"[^a-z]+", stem.lower())
+    return " ".join(t for t in tokens if len(t) > 2 and t in words)
+
+
+def clipart_images(split: str | None = None, root: Path = OPENCLIPART_ROOT) -> list[CaptionedImage]:
+    """openclipart-png drawings with a caption from the file name; category = top folder.
+
+    Sorted by path; files whose name has no English word, and huge posters, are left out.
+    """
+    _check_split(split)
+    _require(root, "openclipart-png")
+    items = []
+    for path in sorted(root.rglob("*.png")):
+        category = path.relative_to(root).parts[0]
+        if category in CLIPART_SKIPPED:
+            continue
+        caption = clipart_caption(path.stem)
+        if not caption or (split is not None and split_of(caption) != split):
+            continue
+        width, height = _png_size(path)
+        if width * height > CLIPART_MAX_PIXELS:
+            continue
+        items.append(CaptionedImage(caption, path, category))
+    return items
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    # Width and height from the IHDR chunk, without PIL's decompression-bomb warnings.
+    with open(path, "rb") as f:
+        header = f.read(24)
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def emoji_characters() -> list[str]:
+    """The single-code-point emoji in the EMOJI_BLOCKS that the Noto font draws, in order."""
+    _require(EMOJI_FONT, "fonts-noto-color-emoji")
+    from fontTools.ttLib import TTFont  # ships with matplotlib, part of the samples extra
+
+    cmap = TTFont(EMOJI_FONT, lazy=True).getBestCmap()
+    return [
+        chr(cp)
+        for lo, hi in EMOJI_BLOCKS
+        for cp in range(lo, hi)
+        # Skin-tone modifiers (category Sk) are colour swatches named "type-1-2": not pictures.
+        if cp in cmap and unicodedata.name(chr(cp), "") and unicodedata.category(chr(cp)) != "Sk"
+    ]
+
+
+def emoji_images(folder: str | Path, split: str | None = None) -> list[CaptionedImage]:
+    """Render the emoji as transparent PNGs into `folder` (kept if already there) and list them.
+
+    caption = the Unicode name in lower case ('cat face'); category = the Unicode block start.
+    """
+    _check_split(split)
+    from PIL import ImageDraw, ImageFont
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    font = None
+    items = []
+    for ch in emoji_characters():
+        caption = unicodedata.name(ch).lower()
+        if split is not None and split_of(caption) != split:
+            continue
+        path = folder / f"emoji_{ord(ch):05x}.png"
+        if not path.exists():
+            font = font or ImageFont.truetype(str(EMOJI_FONT), EMOJI_FONT_SIZE)
+            canvas = Image.new("RGBA", (136, 128), (0, 0, 0, 0))  # the font's bitmap size
+            ImageDraw.Draw(canvas).text((0, 0), ch, font=font, embedded_color=True)
+            tmp = path.with_suffix(".tmp")
+            canvas.save(tmp, format="PNG")
+            tmp.replace(path)
+        block = next(lo for lo, hi in EMOJI_BLOCKS if lo <= ord(ch) < hi)
+        items.append(CaptionedImage(caption, path, f"U+{block:04X}"))
+    return items
