@@ -81,3 +81,13 @@ def test_zero_shot_runs_on_any_backend(encoder, image_paths):
     probs = clf.probabilities(encoder.embed_images(image_paths))
     assert probs.shape == (len(image_paths), 3)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_prepared_images_embed_like_paths(encoder, image_paths):
+    """The indexing pipeline prepares images in worker threads, then embeds them in batches."""
+    from xmodal.images import load_image
+
+    prepared = [encoder.prepare_image(load_image(p)) for p in image_paths]
+    np.testing.assert_allclose(
+        encoder.embed_prepared(prepared), encoder.embed_images(image_paths), atol=1e-6
+    )

@@ -1,14 +1,17 @@
 """The encoder contract every backend implements.
 
-A backend implements two batch methods, `_encode_texts` and `_encode_images`, on one batch at a
-time. Everything else (input checks, image loading, batching, progress, normalisation, dtype) is
-done here, once.
+A backend implements `_encode_texts` and `_encode_images`, each on one batch at a time.
+Everything else (input checks, image loading, batching, progress, normalisation, dtype) is done
+here, once. Backends whose per-image work (resize, normalise) can run apart from the model split
+`_encode_images` into `prepare_image` (one image, thread-safe, runs in pipeline workers) and
+`_encode_prepared` (a batch of prepared images through the model).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -49,9 +52,17 @@ class Encoder(ABC):
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         """One batch of texts -> float array [len(texts), dim] (need not be normalised)."""
 
-    @abstractmethod
     def _encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """One batch of RGB images -> float array [len(images), dim] (need not be normalised)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _encode_images")
+
+    def prepare_image(self, image: Image.Image) -> Any:
+        """Per-image work done before the model, e.g. resize + normalise to a float32 array."""
+        return image
+
+    def _encode_prepared(self, prepared: list[Any]) -> np.ndarray:
+        """One batch of `prepare_image` outputs -> float array [len(prepared), dim]."""
+        return self._encode_images(prepared)
 
     # -- public API -------------------------------------------------------------------------
 
@@ -78,12 +89,18 @@ class Encoder(ABC):
     ) -> np.ndarray:
         """Embed paths, bytes or PIL images; an unreadable one raises ImageLoadError."""
         self._require(IMAGE)
-        images = list(images)
 
         def encode(batch: list[ImageSource]) -> np.ndarray:
-            return self._encode_images([load_image(src) for src in batch])
+            return self._encode_prepared([self.prepare_image(load_image(src)) for src in batch])
 
-        return self._batched(images, encode, batch_size, progress, "images")
+        return self._batched(list(images), encode, batch_size, progress, "images")
+
+    def embed_prepared(
+        self, prepared: Sequence[Any], *, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Embed `prepare_image` outputs (made in worker threads by an indexing pipeline)."""
+        self._require(IMAGE)
+        return self._batched(list(prepared), self._encode_prepared, batch_size, False, "images")
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.embed_texts([text])[0]

@@ -100,8 +100,11 @@ class HFEncoder(Encoder):
         with torch.inference_mode():
             return _features(self.model.get_text_features(**inputs))
 
-    def _encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        pixels = torch.from_numpy(self._pixels(images)).to(self.device)
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        return self._pixels([image])[0]
+
+    def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+        pixels = torch.from_numpy(np.stack(prepared)).to(self.device)
         with torch.inference_mode():
             return _features(self.model.get_image_features(pixel_values=pixels))
 

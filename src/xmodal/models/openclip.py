@@ -77,8 +77,11 @@ class OpenClipEncoder(Encoder):
         with torch.inference_mode():
             return self.model.encode_text(tokens).float().cpu().numpy()
 
-    def _encode_images(self, images: list[Image.Image]) -> np.ndarray:
-        pixels = torch.from_numpy(self._pixels(images)).to(self.device)
+    def prepare_image(self, image: Image.Image) -> np.ndarray:
+        return self._pixels([image])[0]
+
+    def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+        pixels = torch.from_numpy(np.stack(prepared)).to(self.device)
         with torch.inference_mode():
             return self.model.encode_image(pixels).float().cpu().numpy()
 
