@@ -70,8 +70,7 @@ def test_non_image_exits_non_zero_with_one_line(tmp_path):
 def test_bad_file_among_good_ones_still_classifies_the_rest(cli, tmp_path, photos):
     bad = tmp_path / "empty.png"
     bad.write_bytes(b"")
-    result = cli("classify", str(photos[0].path), str(bad), "-l", "cat,dog", "--json",
-                 "-m", "fake")
+    result = cli("classify", str(photos[0].path), str(bad), "-l", "cat,dog", "--json", "-m", "fake")
     assert result.exit_code == 1
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [r["path"] for r in records] == [str(photos[0].path)]
@@ -107,16 +106,16 @@ def test_embed_text_json_and_npy(cli, tmp_path):
 def test_embed_image_reports_bad_files(cli, tmp_path, photos):
     out = tmp_path / "i.npy"
     missing = tmp_path / "missing.png"
-    result = cli("embed", "image", str(photos[0].path), str(missing), "-m", "fake", "-o",
-                 str(out))
+    result = cli("embed", "image", str(photos[0].path), str(missing), "-m", "fake", "-o", str(out))
     assert result.exit_code == 1
     assert f"skipping {missing}" in result.stderr
     assert np.load(out).shape == (1, 32)
 
 
 def test_similarity_json(cli, photos):
-    result = cli("similarity", "--text", "a cat", "--image", str(photos[0].path), "--json",
-                 "-m", "fake")
+    result = cli(
+        "similarity", "--text", "a cat", "--image", str(photos[0].path), "--json", "-m", "fake"
+    )
     record = json.loads(result.stdout)
     assert -1.0 <= record["cosine"] <= 1.0
     assert record["score"] == pytest.approx(record["cosine"] * 10.0, abs=1e-3)
@@ -132,7 +131,5 @@ def test_models_lists_lite(cli):
 def test_similarity_prefers_the_right_text(photo_by_name):
     chelsea = str(photo_by_name["chelsea"].path)
     cat = json.loads(run_xmodal("similarity", "-t", "a cat", "-i", chelsea, "--json").stdout)
-    rocket = json.loads(
-        run_xmodal("similarity", "-t", "a rocket", "-i", chelsea, "--json").stdout
-    )
+    rocket = json.loads(run_xmodal("similarity", "-t", "a rocket", "-i", chelsea, "--json").stdout)
     assert cat["cosine"] > rocket["cosine"]

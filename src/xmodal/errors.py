@@ -38,5 +38,21 @@ class MissingExtraError(ModelLoadError):
         super().__init__(f"{what} needs the '{module}' package: pip install {hint}")
 
 
+class MissingDataError(XmodalError, FileNotFoundError):
+    """A sample data set whose files (a Debian package) are not installed."""
+
+
 class UnsupportedModalityError(XmodalError):
     """Asked a model for a modality it does not embed."""
+
+
+class CatalogError(XmodalError):
+    """A collection database that cannot be opened or used: corrupt, locked, or too new."""
+
+
+class CollectionNotFoundError(CatalogError, FileNotFoundError):
+    """Asked to open a collection that does not exist, without permission to create it."""
+
+
+class ModelMismatchError(XmodalError):
+    """A collection opened with a different model than the one its vectors came from."""

@@ -18,11 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from xmodal.errors import InvalidInputError, MissingExtraError, XmodalError
-
-
-class MissingDataError(XmodalError, FileNotFoundError):
-    """A sample data set whose files (a Debian package) are not installed."""
+from xmodal.errors import InvalidInputError, MissingDataError, MissingExtraError
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,339 @@
+"""The indexing pipeline: found files -> catalog rows and vectors, incrementally and crash-safely.
+
+Worker threads read, hash and decode files (PIL releases the GIL while decoding) while the main
+thread runs the model on the previous batch; a bounded window of reads in flight keeps memory
+flat. Each batch's rows and vectors are committed in one transaction, so a run killed at any
+moment loses at most the batch in flight, and the next run picks up where it stopped.
+
+Per file: the catalog's size + mtime equal -> unchanged, not even opened. Otherwise the content
+hash decides: same bytes at the same path -> touched; bytes of a file that vanished from the
+scan -> moved (same id and vector); bytes of another indexed file -> copied (shares its vector);
+else decoded and embedded.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from xmodal.catalog import Catalog, FileRow, FileState
+from xmodal.errors import ImageLoadError
+from xmodal.images import load_image
+from xmodal.models.base import Encoder
+from xmodal.scan import FoundFile, is_under
+
+# Moves, copies and skips need no model: commit them at least this often anyway.
+_MAX_PENDING_ACTIONS = 512
+_MAX_CAPTION_BYTES = 64 * 1024
+
+
+@dataclass
+class IndexReport:
+    added: int = 0
+    updated: int = 0  # a known path with new content
+    moved: int = 0  # renamed or moved: kept its vector, not re-encoded
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    seconds: float = 0.0
+    embedded: int = 0  # images actually run through the model
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+# -- reading one file (worker threads) ----------------------------------------------------------
+
+
+@dataclass
+class _Read:
+    found: FoundFile  # size and mtime as of the read (fstat of the open file)
+    hash: bytes = b""
+    error: str = ""
+    prepared: object = None  # None: the hash is already indexed, no need to decode
+    width: int = 0
+    height: int = 0
+    caption: str | None = None
+
+
+def _read_file(found: FoundFile, known: dict[bytes, int], encoder: Callable[[], Encoder]) -> _Read:
+    try:
+        with open(found.path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        return _Read(found, error="file not found (deleted while indexing?)")
+    except PermissionError:
+        return _Read(found, error="permission denied")
+    except OSError as e:
+        return _Read(found, error=f"cannot read file: {e.strerror or e}")
+    found = FoundFile(found.path, st.st_size, st.st_mtime_ns)
+    digest = hashlib.blake2b(data, digest_size=16).digest()
+    if digest in known:
+        return _Read(found, digest, caption=_sidecar_caption(found.path))
+    try:
+        image = load_image(data)
+    except ImageLoadError as e:
+        return _Read(found, digest, error=e.reason)
+    except Exception as e:  # a decoder bug on one odd file must not end a run over thousands
+        return _Read(found, digest, error=f"unexpected decoder error: {type(e).__name__}: {e}")
+    return _Read(
+        found,
+        digest,
+        prepared=encoder().prepare_image(image),  # resize + normalise in the worker
+        width=image.width,
+        height=image.height,
+        caption=_sidecar_caption(found.path),
+    )
+
+
+def _sidecar_caption(path: bytes) -> str | None:
+    """Text of NAME.txt (or NAME.jpg.txt) beside NAME.jpg, if there is one."""
+    for candidate in (os.path.splitext(path)[0] + b".txt", path + b".txt"):
+        try:
+            with open(candidate, "rb") as f:
+                text = f.read(_MAX_CAPTION_BYTES).decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        return text or None
+    return None
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn, items: list, window: int) -> Iterator:
+    """pool.map in order, with at most `window` items read ahead (pool.map submits them all)."""
+    pending: collections.deque[Future] = collections.deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            break
+    while pending:
+        done = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield done
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+class Indexer:
+    """One indexing run against a catalog. `inserted` and `deleted` list the ids it changed, for
+    the caller to bring its ANN index in step."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        encoder: Callable[[], Encoder],
+        *,
+        batch_size: int,
+        workers: int,
+        progress: bool = False,
+    ):
+        self.catalog = catalog
+        self.encoder = encoder  # called only once an image needs decoding: loads the model
+        self.batch_size = batch_size
+        self.workers = workers
+        self.progress = progress
+        self.report = IndexReport()
+        self.inserted: list[int] = []
+        self.deleted: list[int] = []
+        self._states = catalog.file_states()
+        self._known = {s.hash: s.id for s in self._states.values()}  # hash -> an id holding it
+        self._vanished: dict[bytes, list[int]] = {}  # hash -> ids whose paths left the scan
+        self._actions: list[Callable[[], None]] = []
+        self._waiting: dict[bytes, _Read] = {}  # hash -> image for the next model batch
+        self._vectors: dict[bytes, np.ndarray] = {}  # hash -> vector, during a flush
+        self._batch_ids: dict[bytes, int] = {}  # hash -> id inserted, during a flush
+
+    def run(
+        self,
+        files: list[FoundFile],
+        *,
+        scope: Iterable[bytes] = (),
+        unlisted: Iterable[bytes] = (),
+    ) -> IndexReport:
+        """Index `files`; catalog files under `scope` (minus `unlisted` folders) that are not
+        among them are removed."""
+        started = time.perf_counter()
+        scope, unlisted = list(scope), list(unlisted)
+        seen = {f.path for f in files}
+
+        def gone(path: bytes) -> bool:
+            return (
+                path not in seen
+                and any(is_under(path, r) for r in scope)
+                and not any(is_under(path, u) for u in unlisted)
+            )
+
+        for path, state in self._states.items():
+            if gone(path):
+                self._vanished.setdefault(state.hash, []).append(state.id)
+        to_read = self._changed_files(files)
+        if to_read:
+            self._read_all(to_read)
+        self._flush()
+        self._finish(gone)
+        self.report.seconds = time.perf_counter() - started
+        return self.report
+
+    def _changed_files(self, files: list[FoundFile]) -> list[FoundFile]:
+        skips = self.catalog.skip_states()
+        changed = []
+        for f in files:
+            state = self._states.get(f.path)
+            if state is not None and (state.size, state.mtime_ns) == (f.size, f.mtime_ns):
+                self.report.unchanged += 1
+                continue
+            skip = skips.get(f.path)
+            if skip is not None and (skip.size, skip.mtime_ns) == (f.size, f.mtime_ns):
+                self.report.skipped.append((os.fsdecode(f.path), skip.reason))
+                continue
+            changed.append(f)
+        return changed
+
+    def _read_all(self, files: list[FoundFile]) -> None:
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(files), unit="image", desc="indexing")
+        window = self.batch_size + 2 * self.workers
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xmodal-read")
+        try:
+            reads = _bounded_map(
+                pool, lambda f: _read_file(f, self._known, self.encoder), files, window
+            )
+            for read in reads:
+                self._plan(read)
+                if (
+                    len(self._waiting) >= self.batch_size
+                    or len(self._actions) >= _MAX_PENDING_ACTIONS
+                ):
+                    self._flush()
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            if bar is not None:
+                bar.close()
+
+    def _plan(self, read: _Read) -> None:
+        """Decide what one read file means; the catalog writes wait for the next flush.
+
+        The decisions use the catalog as it will be once the pending actions are written:
+        a replaced row's hash leaves `_known` now, images waiting for the model count as known.
+        """
+        f = read.found
+        old = self._states.get(f.path)
+        report = self.report
+        if read.prepared is None and not read.error and not self._reusable(read, old):
+            # The worker skipped decoding for a vector that has been replaced since.
+            read = _read_file(f, {}, self.encoder)
+        if read.error:
+            report.skipped.append((os.fsdecode(f.path), read.error))
+            if old is not None:
+                report.removed += 1
+                self._replace(old)
+            self._act(self.catalog.record_skip, f.path, f.size, f.mtime_ns, read.error)
+            return
+        if old is not None and old.hash == read.hash:
+            report.unchanged += 1
+            self._act(self.catalog.touch_file, old.id, f.size, f.mtime_ns)
+            return
+        if old is not None:
+            self._replace(old)
+        vanished = self._vanished.get(read.hash)
+        if vanished:
+            report.moved += 1
+            report.removed += old is not None  # a file moved over another one
+            self._act(self.catalog.move_file, vanished.pop(), f.path, f.size, f.mtime_ns)
+            return
+        if old is not None:
+            report.updated += 1
+        else:
+            report.added += 1
+        if read.hash in self._known:
+            self._act(self._insert_copy, read, self._known[read.hash])
+        elif read.hash in self._waiting:
+            self._act(self._insert_copy, read, None)  # its source is embedded in this batch
+        else:
+            self._waiting[read.hash] = read
+            self._act(self._insert_embedded, read)
+
+    def _reusable(self, read: _Read, old: FileState | None) -> bool:
+        return (
+            (old is not None and old.hash == read.hash)
+            or bool(self._vanished.get(read.hash))
+            or read.hash in self._known
+            or read.hash in self._waiting
+        )
+
+    def _replace(self, old: FileState) -> None:
+        """The file at old's path has new content (or none readable): its row goes."""
+        if self._known.get(old.hash) == old.id:
+            del self._known[old.hash]
+        self._act(self._delete, old.id)
+
+    def _act(self, fn: Callable, *args) -> None:
+        self._actions.append(lambda: fn(*args))
+
+    def _flush(self) -> None:
+        """Embed the images waiting, then write every pending action in one transaction."""
+        if not self._actions:
+            return
+        waiting = list(self._waiting.values())
+        if waiting:
+            vectors = self.encoder().embed_prepared([r.prepared for r in waiting])
+            self._vectors = {r.hash: v for r, v in zip(waiting, vectors)}
+            self.report.embedded += len(waiting)
+        with self.catalog.transaction():
+            for action in self._actions:
+                action()
+        self._actions, self._waiting, self._vectors, self._batch_ids = [], {}, {}, {}
+
+    def _row(self, read: _Read, width: int, height: int) -> FileRow:
+        f = read.found
+        return FileRow(f.path, f.size, f.mtime_ns, read.hash, width, height, read.caption)
+
+    def _insert_embedded(self, read: _Read) -> None:
+        row = self._row(read, read.width, read.height)
+        new_id = self.catalog.insert_file(row, self._vectors[read.hash])
+        self._batch_ids[read.hash] = new_id
+        self._inserted(new_id, read.hash)
+
+    def _insert_copy(self, read: _Read, source: int | None) -> None:
+        if source is None:
+            source = self._batch_ids[read.hash]
+        # A copy need not be decoded: its size in pixels is its source's.
+        width, height = self.catalog.dimensions(source)
+        new_id = self.catalog.insert_copy(self._row(read, width, height), source)
+        self._inserted(new_id, read.hash)
+
+    def _inserted(self, new_id: int, digest: bytes) -> None:
+        self._known.setdefault(digest, new_id)
+        self.inserted.append(new_id)
+
+    def _delete(self, item_id: int) -> None:
+        self.catalog.delete_files([item_id])
+        self.deleted.append(item_id)
+
+    def _finish(self, gone: Callable[[bytes], bool]) -> None:
+        """Remove what vanished and was not moved; forget bad files that are gone."""
+        leftover = [i for ids in self._vanished.values() for i in ids]
+        stale_skips = [p for p in self.catalog.skip_states() if gone(p)]
+        if not (leftover or stale_skips):
+            return
+        with self.catalog.transaction():
+            self.report.removed += self.catalog.delete_files(leftover)
+            self.catalog.forget_skips(stale_skips)
+        self.deleted.extend(leftover)

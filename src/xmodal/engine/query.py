@@ -1,0 +1,72 @@
+"""Mixed queries: texts and images, each with a weight, positive ("more like this") or negative.
+
+The query vector is the normalised weighted sum of the terms' embeddings, so a negative term
+pushes results away from what it describes. One text is the common case and costs one encode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from xmodal.errors import InvalidInputError
+from xmodal.images import ImageSource
+from xmodal.models.base import Encoder
+
+TEXT = "text"
+IMAGE = "image"
+# Below this norm the weighted terms cancel out and the query has no direction.
+_MIN_QUERY_NORM = 1e-3
+
+
+@dataclass(frozen=True)
+class QueryTerm:
+    kind: str  # TEXT or IMAGE
+    value: str | ImageSource
+    weight: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in (TEXT, IMAGE):
+            raise InvalidInputError(f"query term kind must be text or image, not {self.kind!r}")
+        if not np.isfinite(self.weight) or self.weight == 0:
+            raise InvalidInputError(f"query term weight must be a non-zero number: {self.weight}")
+
+    def describe(self) -> str:
+        sign = "-" if self.weight < 0 else "+"
+        weight = "" if abs(self.weight) == 1 else f"{abs(self.weight):g}*"
+        value = self.value if isinstance(self.value, str) else f"<{type(self.value).__name__}>"
+        return f"{sign}{weight}{self.kind}:{value}"
+
+
+def split_weight(value: str, default: float = 1.0) -> tuple[str, float]:
+    """'sunset^2' -> ('sunset', 2.0); a '^' not followed by a number is part of the value."""
+    head, sep, tail = value.rpartition("^")
+    if sep and head:
+        try:
+            return head, float(tail)
+        except ValueError:
+            pass
+    return value, default
+
+
+def query_vector(encoder: Encoder, terms: Sequence[QueryTerm]) -> np.ndarray:
+    """Weighted, normalised sum of the terms' embeddings: float32 [dim]."""
+    if not terms:
+        raise InvalidInputError("empty query: give a text, an image, or both")
+    if all(t.weight < 0 for t in terms):
+        raise InvalidInputError("a query needs at least one positive term, not only negatives")
+    texts = [t for t in terms if t.kind == TEXT]
+    images = [t for t in terms if t.kind == IMAGE]
+    total = np.zeros(encoder.dim, dtype=np.float32)
+    if texts:
+        vecs = encoder.embed_texts([str(t.value) for t in texts])
+        total += np.array([t.weight for t in texts], dtype=np.float32) @ vecs
+    if images:
+        vecs = encoder.embed_images([t.value for t in images])
+        total += np.array([t.weight for t in images], dtype=np.float32) @ vecs
+    norm = float(np.linalg.norm(total))
+    if norm < _MIN_QUERY_NORM:
+        raise InvalidInputError("the query terms cancel each other out: change their weights")
+    return total / norm
