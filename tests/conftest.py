@@ -30,3 +30,15 @@ def lite():
     from xmodal.models import load_model
 
     return load_model("lite")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on shared, busy cores OpenMP's waiting threads
+    make each forward pass of these models about 100x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -31,14 +31,7 @@ BLACK_HOLE = "https://192.0.2.1"
 OFFLINE_LIMIT_S = 10
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models run fastest on one thread; on shared, busy cores OpenMP's waiting threads
-    # make each forward pass of these models about 100x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
