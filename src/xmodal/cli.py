@@ -73,7 +73,7 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(package_name="xmodal")
 def main() -> None:
-    """Texts and images in one vector space: embed, classify and compare, offline by default."""
+    """Texts and images in one vector space: index and search photos, classify, embed; offline."""
 
 
 @main.command("models")
@@ -401,7 +401,7 @@ def demo_cmd(folder, model_name) -> None:
 
     root = Path(folder)
     photos = sample_photos(root / "photos")
-    with Collection.open(root / "db", model_name or None) as collection:
+    with Collection.open(root / "db", model_name) as collection:
         report = collection.index([root / "photos"], progress=True)
         click.echo(
             f"indexed {root / 'photos'}: {report.added} added, {report.unchanged} unchanged, "
