@@ -111,7 +111,8 @@ class Bench:
 
         return cached(f"text-{tower}-{role}", "|".join([tower, role, *texts]), compute)
 
-    def evaluate(self, c: Config) -> dict:
+    def embedders(self, c: Config):
+        """(embed_texts(list of str), embed_images(set name)) for one configuration."""
         role = lambda r: r if c.text_tower == "e5" else "query"  # noqa: E731 (MiniLM: no prefixes)
         raw_classes = self.texts(c.text_tower, role(c.class_role), class_texts(c.class_style))
         mean = raw_classes.mean(axis=0) if c.centre else None
@@ -124,6 +125,10 @@ class Bench:
             logits = self.logits(c.image_tower, c.resize_mode, set_name)
             return conse(logits, classes, c.temperature, c.top_k)
 
+        return embed_texts, embed_images
+
+    def evaluate(self, c: Config) -> dict:
+        embed_texts, embed_images = self.embedders(c)
         out = {}
         photos = self.sets["photos"]
         photo_vecs = embed_images("photos")

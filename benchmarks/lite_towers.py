@@ -19,30 +19,12 @@ import numpy as np
 from _common import HINDI_QUERIES, ensemble, eval_sets, photo_labels, recall_at
 from lite_choice import KS, Bench, Config
 from xmodal.models.lite import TEMPLATES
-from xmodal.models.lite.classes import class_texts
-from xmodal.models.lite.conse import centre, conse
 
 TOWERS = {"minilm": ("minilm",), "e5": ("e5",), "both": ("minilm", "e5")}
 
 
-def tower_fns(bench: Bench, c: Config):
-    role = (lambda r: r) if c.text_tower == "e5" else (lambda r: "query")
-    raw = bench.texts(c.text_tower, role(c.class_role), class_texts(c.class_style))
-    mean = raw.mean(axis=0)
-    classes = centre(raw, mean)
-
-    def texts(t):
-        return centre(bench.texts(c.text_tower, role(c.query_role), t), mean)
-
-    def images(set_name):
-        logits = bench.logits(c.image_tower, c.resize_mode, set_name)
-        return conse(logits, classes, c.temperature, c.top_k)
-
-    return texts, images
-
-
 def evaluate(bench: Bench, configs: list[Config]) -> dict:
-    fns = [tower_fns(bench, c) for c in configs]
+    fns = [bench.embedders(c) for c in configs]
     w = 1 / np.sqrt(len(fns))
 
     def texts(t):
