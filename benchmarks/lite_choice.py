@@ -128,7 +128,10 @@ class Bench:
         return embed_texts, embed_images
 
     def evaluate(self, c: Config) -> dict:
-        embed_texts, embed_images = self.embedders(c)
+        return self.score(*self.embedders(c))
+
+    def score(self, embed_texts, embed_images) -> dict:
+        """Every metric for one pair of embedders (texts, set name -> unit vectors)."""
         out = {}
         photos = self.sets["photos"]
         photo_vecs = embed_images("photos")

@@ -16,9 +16,8 @@ import itertools
 
 import numpy as np
 
-from _common import HINDI_QUERIES, ensemble, eval_sets, photo_labels, recall_at
+from _common import eval_sets
 from lite_choice import KS, Bench, Config
-from xmodal.models.lite import TEMPLATES
 
 TOWERS = {"minilm": ("minilm",), "e5": ("e5",), "both": ("minilm", "e5")}
 
@@ -33,21 +32,7 @@ def evaluate(bench: Bench, configs: list[Config]) -> dict:
     def images(s):
         return w * np.concatenate([f[1](s) for f in fns], axis=1)
 
-    photos = bench.sets["photos"]
-    photo_vecs = images("photos")
-    labels = photo_labels(photos)
-    pred = (photo_vecs @ ensemble(texts, labels, TEMPLATES).T).argmax(axis=1)
-    out = {"photos": int(sum(labels[j] == p.label for j, p in zip(pred, photos)))}
-    names = [p.name for p in photos]
-    best = (texts(list(HINDI_QUERIES.values())) @ photo_vecs.T).argmax(axis=1)
-    out["hindi"] = int(sum(names[b] == n for b, n in zip(best, HINDI_QUERIES)))
-    for name in ("emoji", "clipart"):
-        captions = [x.caption for x in bench.sets[name]]
-        queries = sorted(set(captions))
-        for k, r in recall_at(texts(queries) @ images(name).T, queries, captions, KS).items():
-            out[f"{name}_R@{k}"] = 100 * r
-    out["score"] = np.mean([out[f"{n}_R@{k}"] for n in ("emoji", "clipart") for k in KS])
-    return out
+    return bench.score(texts, images)
 
 
 def main() -> None:
