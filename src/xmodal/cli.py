@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from xmodal.errors import ImageLoadError, XmodalError
+from xmodal.errors import ImageLoadError, MissingExtraError, XmodalError
 
 MODEL_HELP = "model name (default: $XMODAL_MODEL or 'lite'); see `xmodal models`"
 
@@ -382,6 +382,34 @@ def dedup_cmd(threshold, as_json, db, model_name) -> None:
             click.echo(f"  {m.score:.4f}  {display_path(m.path)}")
     if not as_json:
         click.echo(f"{len(groups)} group(s) at threshold {threshold}")
+
+
+@main.command("serve")
+@_db_option
+@_model_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+def serve_cmd(db, model_name, host, port) -> None:
+    """Serve the collection over HTTP: JSON API (docs at /docs) and a search page at /.
+
+    Listening beyond this machine (a --host that is not loopback) needs XMODAL_API_KEY,
+    which every write endpoint then requires.
+    """
+    try:
+        import uvicorn
+
+        from xmodal.server import check_bind, create_app, get_server_settings
+    except ImportError as e:
+        raise MissingExtraError("xmodal serve", "server", e.name or "fastapi") from None
+    base = get_server_settings()
+    settings = base.with_(
+        db=Path(db).expanduser() if db else base.db,
+        model=model_name or base.model,
+        host=host,
+        port=port,
+    )
+    check_bind(settings.host, settings.api_key)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
 
 
 @main.command("demo")

@@ -16,6 +16,10 @@ class ImageLoadError(XmodalError):
         super().__init__(f"{source}: {reason}")
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image over the pixel limit (a likely decompression bomb), refused before decoding."""
+
+
 class InvalidInputError(XmodalError, ValueError):
     """Arguments that can never work: empty label lists, empty queries, bad names."""
 

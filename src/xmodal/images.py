@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
 from xmodal.config import get_settings
-from xmodal.errors import ImageLoadError
+from xmodal.errors import ImageLoadError, ImageTooLargeError
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 
@@ -130,7 +130,7 @@ def _finish(
 ) -> Image.Image:
     width, height = image.size
     if width * height > limit:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             name,
             f"image is {width}x{height} pixels, over the limit of {limit} "
             "(XMODAL_MAX_IMAGE_PIXELS)",
@@ -164,7 +164,7 @@ def _quiet_pillow(name: str) -> Iterator[None]:
             warnings.filterwarnings("ignore", module=r"PIL\.")
             yield
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(name, f"too many pixels: {_one_line(e)}") from None
+        raise ImageTooLargeError(name, f"too many pixels: {_one_line(e)}") from None
 
 
 def _one_line(error: BaseException) -> str:

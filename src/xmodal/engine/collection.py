@@ -230,6 +230,11 @@ class Collection:
             self._apply_to_ann([], [item_id])
         return removed
 
+    def add_root(self, path: str | os.PathLike) -> None:
+        """Record a folder as indexed without scanning it (the server's upload folder)."""
+        with self._catalog.transaction():
+            self._catalog.add_roots([to_bytes(path)])
+
     def set_metadata(self, item_id: int, metadata: dict[str, Any]) -> bool:
         """Replace an item's user metadata (any JSON object); False if there is no such item."""
         with self._catalog.transaction():
@@ -242,6 +247,16 @@ class Collection:
 
     def get(self, item_id: int) -> Item | None:
         return self._catalog.item(item_id)
+
+    @property
+    def roots(self) -> list[str]:
+        """The folders (and single files) indexed so far, absolute."""
+        return [os.fsdecode(r) for r in self._catalog.roots()]
+
+    def vector(self, item_id: int) -> np.ndarray | None:
+        """An item's stored vector ("more like this" without re-encoding), or None."""
+        ids, vectors = self._catalog.vectors([item_id])
+        return vectors[0] if len(ids) else None
 
     def search_vectors(
         self, vectors: np.ndarray, k: int = 10, threshold: float | None = None

@@ -53,20 +53,28 @@ def split_weight(value: str, default: float = 1.0) -> tuple[str, float]:
 
 def query_vector(encoder: Encoder, terms: Sequence[QueryTerm]) -> np.ndarray:
     """Weighted, normalised sum of the terms' embeddings: float32 [dim]."""
+    check_terms(terms)
+    texts = [t for t in terms if t.kind == TEXT]
+    images = [t for t in terms if t.kind == IMAGE]
+    parts = []
+    if texts:
+        parts.append(encoder.embed_texts([str(t.value) for t in texts]))
+    if images:
+        parts.append(encoder.embed_images([t.value for t in images]))
+    return combine(np.concatenate(parts), [t.weight for t in texts + images])
+
+
+def check_terms(terms: Sequence[QueryTerm]) -> None:
     if not terms:
         raise InvalidInputError("empty query: give a text, an image, or both")
     if all(t.weight < 0 for t in terms):
         raise InvalidInputError("a query needs at least one positive term, not only negatives")
-    texts = [t for t in terms if t.kind == TEXT]
-    images = [t for t in terms if t.kind == IMAGE]
-    total = np.zeros(encoder.dim, dtype=np.float32)
-    if texts:
-        vecs = encoder.embed_texts([str(t.value) for t in texts])
-        total += np.array([t.weight for t in texts], dtype=np.float32) @ vecs
-    if images:
-        vecs = encoder.embed_images([t.value for t in images])
-        total += np.array([t.weight for t in images], dtype=np.float32) @ vecs
+
+
+def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """[n, dim] unit vectors and n weights -> their weighted sum, normalised: float32 [dim]."""
+    total = np.asarray(weights, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32)
     norm = float(np.linalg.norm(total))
-    if norm < _MIN_QUERY_NORM:
+    if not np.isfinite(norm) or norm < _MIN_QUERY_NORM:
         raise InvalidInputError("the query terms cancel each other out: change their weights")
-    return total / norm
+    return (total / norm).astype(np.float32)

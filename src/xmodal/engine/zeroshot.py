@@ -50,6 +50,24 @@ def _check_templates(templates: Sequence[str]) -> list[str]:
     return templates
 
 
+def _templates_for(encoder: Encoder, templates: Sequence[str] | None) -> list[str]:
+    return _check_templates(
+        templates or getattr(encoder, "default_templates", None) or DEFAULT_TEMPLATES
+    )
+
+
+def _prompts(labels: list[str], templates: list[str]) -> list[str]:
+    return [t.format(label) for label in labels for t in templates]
+
+
+def label_prompts(
+    encoder: Encoder, labels: str | Sequence[str], templates: Sequence[str] | None = None
+) -> list[str]:
+    """The prompts a ZeroShotClassifier for these labels embeds, in its order (every label in
+    every template, label by label)."""
+    return _prompts(parse_labels(labels), _templates_for(encoder, templates))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
@@ -57,22 +75,35 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ZeroShotClassifier:
-    """Embeds the label prompts once, then classifies any number of images against them."""
+    """Embeds the label prompts once, then classifies any number of images against them.
+
+    `prompt_vectors` are the embeddings of `self.prompts`, when the caller made them itself
+    (the server, through its micro-batcher); otherwise the encoder embeds them here.
+    """
 
     def __init__(
         self,
         encoder: Encoder,
         labels: str | Sequence[str],
         templates: Sequence[str] | None = None,
+        *,
+        prompt_vectors: np.ndarray | None = None,
     ):
         self.encoder = encoder
         self.labels = parse_labels(labels)
-        self.templates = _check_templates(
-            templates or getattr(encoder, "default_templates", None) or DEFAULT_TEMPLATES
-        )
-        prompts = [t.format(label) for label in self.labels for t in self.templates]
-        vecs = encoder.embed_texts(prompts).reshape(len(self.labels), len(self.templates), -1)
+        self.templates = _templates_for(encoder, templates)
+        if prompt_vectors is None:
+            prompt_vectors = encoder.embed_texts(self.prompts)
+        if len(prompt_vectors) != len(self.prompts):
+            raise InvalidInputError(
+                f"{len(prompt_vectors)} prompt vectors for {len(self.prompts)} prompts"
+            )
+        vecs = np.asarray(prompt_vectors).reshape(len(self.labels), len(self.templates), -1)
         self.label_vectors = l2_normalize(vecs.mean(axis=1))  # [labels, dim]
+
+    @property
+    def prompts(self) -> list[str]:
+        return _prompts(self.labels, self.templates)
 
     def probabilities(self, image_vectors: np.ndarray) -> np.ndarray:
         """[n, dim] image embeddings -> [n, labels] probabilities."""

@@ -1,0 +1,88 @@
+"""The FastAPI application: routers, error mapping, middleware, and the lifespan that loads
+the model and opens the collection once."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from xmodal.engine.collection import Collection
+from xmodal.errors import (
+    ImageLoadError,
+    ImageTooLargeError,
+    InvalidInputError,
+    UnsupportedModalityError,
+    XmodalError,
+)
+from xmodal.server.metrics import Metrics
+from xmodal.server.middleware import BodyLimit, RequestMetrics
+from xmodal.server.routes import items, meta, model, search
+from xmodal.server.service import Service
+from xmodal.server.settings import ServerSettings, get_server_settings
+
+# Library errors that mean "your input", by HTTP status; anything else is the server's fault.
+_CLIENT_ERRORS: list[tuple[type[XmodalError], int]] = [
+    (ImageTooLargeError, 413),
+    (ImageLoadError, 422),
+    (InvalidInputError, 422),
+    (UnsupportedModalityError, 422),
+]
+
+
+def create_app(settings: ServerSettings | None = None) -> FastAPI:
+    """The app for `settings` (default: from XMODAL_* environment variables)."""
+    settings = settings or get_server_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        collection = Collection.open(settings.db, settings.model)
+        try:
+            service = Service(settings, collection, metrics)
+        except BaseException:
+            collection.close()
+            raise
+        await service.start()
+        app.state.service = service
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="xmodal",
+        summary="Search images by text, image or both; embed, compare and classify.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    for router in (model.router, search.router, items.router, meta.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=resources.files("xmodal.server") / "static"))
+
+    for error, status in _CLIENT_ERRORS:
+        app.add_exception_handler(error, _reply(status))
+
+    # Outermost first: metrics see every request, including those the body limit refuses.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
+    return app
+
+
+def _reply(status: int):
+    async def handler(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=status)
+
+    return handler
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xmodal")
+    except PackageNotFoundError:
+        return "0"

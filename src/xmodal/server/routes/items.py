@@ -1,0 +1,132 @@
+"""Items of the collection: add (upload or server-side path), remove, read, thumbnail, file.
+
+Files are addressed by item id only, never by a path from the client, and served only when
+their real location (links resolved) lies inside an indexed folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mimetypes
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Response, UploadFile
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from xmodal.catalog import Item
+from xmodal.scan import is_under
+from xmodal.server.deps import get_service, read_image_upload, require_key, require_multipart
+from xmodal.server.schemas import ItemInfo
+from xmodal.server.service import Service
+
+router = APIRouter(prefix="/items", tags=["items"])
+ItemId = Annotated[int, Path(ge=0, le=2**63 - 1)]
+
+
+def item_out(service: Service, item: Item) -> ItemInfo:
+    return ItemInfo(
+        id=item.id,
+        path=service.relative_path(item.path),
+        width=item.width,
+        height=item.height,
+        size=item.size,
+        caption=item.caption,
+        thumbnail=f"/items/{item.id}/thumbnail",
+        file=f"/items/{item.id}/file",
+    )
+
+
+async def _item(service: Service, item_id: int) -> Item:
+    item = await service.locked(service.collection.get, item_id)
+    if item is None:
+        raise HTTPException(404, f"no item {item_id}")
+    return item
+
+
+@router.post(
+    "",
+    status_code=201,
+    dependencies=[Depends(require_key), Depends(require_multipart)],
+    responses={403: {"description": "path outside the indexed folders"}},
+)
+async def add_item(
+    file: Annotated[UploadFile | None, File(description="an image to store and index")] = None,
+    path: Annotated[
+        str | None,
+        Form(
+            min_length=1, max_length=4096, description="a file on the server, in an indexed folder"
+        ),
+    ] = None,
+    service: Service = Depends(get_service),
+) -> ItemInfo:
+    """Index one image now: an upload (kept in the collection's upload folder) or a file
+    already on the server under an indexed folder."""
+    if (file is None) == (path is None):
+        raise HTTPException(422, "send either a file or a path, not both or neither")
+    if file is not None:
+        upload = await read_image_upload(file)
+        await run_in_threadpool(service.decode, upload)  # refuse bad images before storing
+        target = await run_in_threadpool(service.store_upload, upload)
+        if not await service.locked(service.inside_roots, os.fspath(target)):
+            await service.locked(service.collection.add_root, service.uploads)
+    else:
+        if "\0" in path or not os.path.isabs(path):
+            raise HTTPException(422, "path must be an absolute path on the server")
+        if not await service.locked(service.inside_roots, path):
+            raise HTTPException(403, "path is not inside an indexed folder")
+        target = path
+    item = await service.locked(service.collection.add_file, target)
+    return item_out(service, item)
+
+
+@router.get("/{item_id}")
+async def get_item(item_id: ItemId, service: Service = Depends(get_service)) -> ItemInfo:
+    return item_out(service, await _item(service, item_id))
+
+
+@router.delete("/{item_id}", status_code=204, dependencies=[Depends(require_key)])
+async def delete_item(item_id: ItemId, service: Service = Depends(get_service)) -> Response:
+    """Forget an item. An uploaded file is deleted too; a file of an indexed folder stays on
+    disk (and comes back at that folder's next `xmodal index`)."""
+    item = await _item(service, item_id)
+    await service.locked(service.collection.remove, item_id)
+    if is_under(os.fsencode(item.path), os.fsencode(service.uploads)):
+        with contextlib.suppress(OSError):  # already gone: nothing to clean
+            os.unlink(item.path)
+    return Response(status_code=204)
+
+
+async def _servable(service: Service, item_id: int):
+    item = await _item(service, item_id)
+    path = await service.locked(service.servable_path, item)
+    if path is None:
+        raise HTTPException(403, f"item {item_id}'s file is not inside an indexed folder")
+    return item, path
+
+
+@router.get(
+    "/{item_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}},
+)
+async def thumbnail(
+    item_id: ItemId,
+    size: Annotated[int, Query(ge=16, le=1024)] = 256,
+    service: Service = Depends(get_service),
+) -> Response:
+    item, path = await _servable(service, item_id)
+    data = await run_in_threadpool(service.thumbnail, item, path, size)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get(
+    "/{item_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/*": {}}}},
+)
+async def item_file(item_id: ItemId, service: Service = Depends(get_service)) -> FileResponse:
+    _, path = await _servable(service, item_id)
+    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return FileResponse(path, media_type=media)

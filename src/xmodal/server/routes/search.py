@@ -1,0 +1,111 @@
+"""Search the collection: GET for a text (or "more like item N"), POST for weighted mixes with
+an uploaded image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
+
+from xmodal.engine.collection import SearchHit
+from xmodal.engine.query import combine
+from xmodal.server.deps import get_service, read_image_upload, require_form
+from xmodal.server.schemas import Hit, SearchResults
+from xmodal.server.service import Service
+
+router = APIRouter(tags=["search"])
+
+MAX_K = 1000
+ItemId = Annotated[int, Query(ge=0, le=2**63 - 1, description="an item's id: more like it")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="results wanted")]
+Threshold = Annotated[float | None, Query(ge=-1, le=1, description="minimum score")]
+Weight = Annotated[float, Form(gt=0, le=100)]
+
+
+def hit_out(service: Service, hit: SearchHit) -> Hit:
+    return Hit(
+        id=hit.id,
+        path=service.relative_path(hit.path),
+        score=hit.score,
+        thumbnail=f"/items/{hit.id}/thumbnail",
+        file=f"/items/{hit.id}/file",
+    )
+
+
+async def _run(
+    service: Service,
+    terms: list[tuple[str, np.ndarray, float]],
+    k: int,
+    threshold: float | None,
+) -> SearchResults:
+    if not terms:
+        raise HTTPException(422, "empty query: give a text, an image, or an item id (like)")
+    if all(w < 0 for _, _, w in terms):
+        raise HTTPException(422, "a query needs at least one positive term, not only negatives")
+    vector = combine(np.stack([v for _, v, _ in terms]), [w for _, _, w in terms])
+    hits = (await service.locked(service.collection.search_vectors, vector, k, threshold))[0]
+    described = " ".join(
+        f"{'-' if w < 0 else '+'}{'' if abs(w) == 1 else f'{abs(w):g}*'}{name}"
+        for name, _, w in terms
+    )
+    return SearchResults(query=described, results=[hit_out(service, h) for h in hits])
+
+
+async def _like(service: Service, item_id: int) -> np.ndarray:
+    vector = await service.locked(service.collection.vector, item_id)
+    if vector is None:
+        raise HTTPException(404, f"no item {item_id}")
+    return vector
+
+
+@router.get("/search")
+async def search_get(
+    q: Annotated[str | None, Query(min_length=1, max_length=10_000, description="text")] = None,
+    like: ItemId | None = None,
+    k: K = 10,
+    threshold: Threshold = None,
+    service: Service = Depends(get_service),
+) -> SearchResults:
+    """Items matching a text `q`, or like item `like`, or both; best first."""
+    terms = []
+    if q is not None:
+        terms.append((f"text:{q}", (await service.embed_texts([q]))[0], 1.0))
+    if like is not None:
+        terms.append((f"item:{like}", await _like(service, like), 1.0))
+    return await _run(service, terms, k, threshold)
+
+
+@router.post("/search", dependencies=[Depends(require_form)])
+async def search_post(
+    text: Annotated[str | None, Form(min_length=1, max_length=10_000)] = None,
+    text_weight: Weight = 1.0,
+    file: Annotated[UploadFile | None, File(description="query image")] = None,
+    image_weight: Weight = 1.0,
+    negative: Annotated[
+        str | None, Form(min_length=1, max_length=10_000, description="less like this text")
+    ] = None,
+    negative_weight: Weight = 1.0,
+    like: Annotated[int | None, Form(ge=0, le=2**63 - 1, description="more like item")] = None,
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+    threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    service: Service = Depends(get_service),
+) -> SearchResults:
+    """A weighted mix: text, uploaded image, an indexed item, and a negative text."""
+    texts = [(t, w) for t, w in ((text, text_weight), (negative, -negative_weight)) if t]
+    terms = []
+    if texts:
+        vectors = await service.embed_texts([t for t, _ in texts])
+        terms += [(f"text:{t}", v, w) for (t, w), v in zip(texts, vectors)]
+    if file is not None:
+        image = await read_image_upload(file)
+        terms.append(
+            (
+                f"image:{file.filename or 'upload'}",
+                (await service.embed_images([image]))[0],
+                image_weight,
+            )
+        )
+    if like is not None:
+        terms.append((f"item:{like}", await _like(service, like), 1.0))
+    return await _run(service, terms, k, threshold)

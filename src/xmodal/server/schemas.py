@@ -1,0 +1,67 @@
+"""Request and response bodies (they make the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class EmbedTextRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text] = Field(min_length=1, max_length=256, examples=[["a cat", "बिल्ली"]])
+
+
+class Embeddings(BaseModel):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+class Similarity(BaseModel):
+    model: str
+    cosine: float = Field(description="cosine similarity of the text and the image, -1..1")
+    score: float = Field(description="cosine times the model's logit scale")
+
+
+class Hit(BaseModel):
+    id: int
+    path: str = Field(description="relative to the indexed folder that holds it")
+    score: float
+    thumbnail: str
+    file: str
+
+
+class SearchResults(BaseModel):
+    query: str = Field(description="the query as understood, term by term")
+    results: list[Hit]
+
+
+class LabelProbability(BaseModel):
+    label: str
+    probability: float
+
+
+class Classification(BaseModel):
+    model: str
+    labels: list[LabelProbability]
+
+
+class ItemInfo(BaseModel):
+    id: int
+    path: str
+    width: int
+    height: int
+    size: int = Field(description="bytes")
+    caption: str | None = None
+    thumbnail: str
+    file: str
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    dim: int
+    items: int

@@ -1,0 +1,176 @@
+"""What the endpoints share: the collection, the model behind micro-batchers, thumbnails.
+
+The model runs on one thread (a second one would only fight it for the same cores); the
+collection (SQLite + FAISS, not thread-safe) is used under one lock from worker threads, so
+searches and additions interleave safely. Uploaded images are decoded and resized in worker
+threads before they join a batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from xmodal.catalog import Item
+from xmodal.engine.collection import Collection
+from xmodal.errors import ImageLoadError, InvalidInputError
+from xmodal.images import load_image
+from xmodal.scan import is_under, to_bytes
+from xmodal.server.batching import MicroBatcher
+from xmodal.server.metrics import Metrics
+from xmodal.server.settings import ServerSettings
+
+T = TypeVar("T")
+UPLOADS = "uploads"  # inside the collection folder: where POST /items stores uploaded files
+_THUMBNAIL_CACHE = 512
+
+
+@dataclass(frozen=True)
+class Upload:
+    name: str  # the client's file name, for messages
+    data: bytes
+
+
+class Service:
+    def __init__(self, settings: ServerSettings, collection: Collection, metrics: Metrics):
+        self.settings = settings
+        self.collection = collection
+        self.encoder = collection.encoder
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._model_thread = ThreadPoolExecutor(1, thread_name_prefix="xmodal-model")
+        wait = settings.batch_wait_ms / 1000
+        self.texts = MicroBatcher(
+            self.encoder.embed_texts,
+            self._model_thread,
+            max_batch=settings.max_batch,
+            max_wait=wait,
+            observe=self.metrics.batch_size.labels("text").observe,
+        )
+        self.images = MicroBatcher(
+            self.encoder.embed_prepared,
+            self._model_thread,
+            max_batch=settings.max_batch,
+            max_wait=wait,
+            observe=self.metrics.batch_size.labels("image").observe,
+        )
+        self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()
+        self._thumbnails_lock = threading.Lock()
+        self.uploads = collection.db_path / UPLOADS
+
+    async def start(self) -> None:
+        await self.texts.start()
+        await self.images.start()
+        self.metrics.collection_size.set_function(self.collection.count)
+
+    async def stop(self) -> None:
+        await self.texts.stop()
+        await self.images.stop()
+        self._model_thread.shutdown(wait=True)
+        with self._lock:
+            self.collection.close()
+
+    # -- model ------------------------------------------------------------------------------
+
+    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        for text in texts:
+            if not text.strip():
+                raise InvalidInputError("empty text: give at least one non-blank character")
+        return await self.texts.submit(list(texts))
+
+    def decode(self, upload: Upload) -> Image.Image:
+        """An uploaded image, under the upload pixel limit; ImageLoadError names the file."""
+        try:
+            return load_image(upload.data, max_pixels=self.settings.max_upload_pixels)
+        except ImageLoadError as e:
+            raise type(e)(upload.name, e.reason) from None
+
+    async def embed_images(self, uploads: Sequence[Upload]) -> np.ndarray:
+        """Uploaded images -> rows (decoded and resized in a worker thread, then batched)."""
+
+        def prepare() -> list[Any]:
+            return [self.encoder.prepare_image(self.decode(u)) for u in uploads]
+
+        return await self.images.submit(await run_in_threadpool(prepare))
+
+    # -- collection -------------------------------------------------------------------------
+
+    async def locked(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a collection call in a worker thread, one at a time."""
+
+        def call() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await run_in_threadpool(call)
+
+    def relative_path(self, path: str) -> str:
+        """The item's path under the indexed root that holds it (its name if none does)."""
+        target = to_bytes(path)
+        best = None
+        for root in self.collection.roots:
+            root_b = to_bytes(root)
+            if is_under(target, root_b) and (best is None or len(root_b) > len(best)):
+                best = root_b
+        if best is None or best == target:
+            return os.path.basename(path)
+        return os.fsdecode(os.path.relpath(target, best))
+
+    def servable_path(self, item: Item) -> Path | None:
+        """The item's file when it really lies inside an indexed root (links resolved)."""
+        real = os.path.realpath(os.fsencode(item.path))
+        for root in self.collection.roots:
+            if is_under(real, os.path.realpath(os.fsencode(root))) and os.path.isfile(real):
+                return Path(os.fsdecode(real))
+        return None
+
+    def store_upload(self, upload: Upload) -> Path:
+        """Write an uploaded image into the upload folder, named by its content hash."""
+        data = upload.data
+        suffix = Path(upload.name).suffix.lower()
+        if not suffix.isascii() or not suffix[1:].isalnum() or len(suffix) > 6:
+            suffix = ".img"
+        self.uploads.mkdir(exist_ok=True)
+        target = self.uploads / (hashlib.blake2b(data, digest_size=16).hexdigest() + suffix)
+        if not target.exists():
+            temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            temp.write_bytes(data)
+            os.replace(temp, target)
+        return target
+
+    def inside_roots(self, path: str) -> bool:
+        real = os.path.realpath(os.fsencode(path))
+        return any(is_under(real, os.path.realpath(os.fsencode(r))) for r in self.collection.roots)
+
+    # -- thumbnails -------------------------------------------------------------------------
+
+    def thumbnail(self, item: Item, path: Path, size: int) -> bytes:
+        """JPEG no larger than size x size; cached while the file is unchanged."""
+        key = (item.id, size, item.size, item.mtime)
+        with self._thumbnails_lock:
+            cached = self._thumbnails.get(key)
+            if cached is not None:
+                self._thumbnails.move_to_end(key)
+                return cached
+        image = load_image(path)
+        image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        data = out.getvalue()
+        with self._thumbnails_lock:
+            self._thumbnails[key] = data
+            while len(self._thumbnails) > _THUMBNAIL_CACHE:
+                self._thumbnails.popitem(last=False)
+        return data

@@ -1,0 +1,82 @@
+"""The server's settings: environment variables XMODAL_*, read once and cached."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from xmodal.config import get_settings
+from xmodal.errors import InvalidInputError
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    db: Path | None = None  # None: the default collection (XMODAL_DB or the user data dir)
+    model: str | None = None  # None: the collection's own model
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # required by write endpoints when set
+    max_upload_bytes: int = 20 * 2**20  # per request body
+    max_upload_pixels: int = 50_000_000  # per image, read from its header before decoding
+    max_batch: int = 64  # items per model call
+    batch_wait_ms: float = 2.0  # how long a lone request waits for company
+    max_k: int = 1000  # results per search
+    max_texts: int = 256  # texts per /embed/text request
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
+        env = os.environ if environ is None else environ
+
+        def number(name: str, default, kind=int):
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise InvalidInputError(f"{name}={raw!r} is not a number") from None
+
+        db = env.get("XMODAL_DB")
+        return cls(
+            db=Path(db).expanduser() if db else None,
+            model=env.get("XMODAL_MODEL") or None,
+            api_key=env.get("XMODAL_API_KEY") or None,
+            max_upload_bytes=number("XMODAL_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            max_upload_pixels=number(
+                "XMODAL_MAX_UPLOAD_PIXELS",
+                min(cls.max_upload_pixels, get_settings().max_image_pixels),
+            ),
+            max_batch=number("XMODAL_MAX_BATCH", cls.max_batch),
+            batch_wait_ms=number("XMODAL_BATCH_WAIT_MS", cls.batch_wait_ms, float),
+        )
+
+    def with_(self, **changes) -> ServerSettings:
+        return replace(self, **changes)
+
+
+@lru_cache(maxsize=1)
+def get_server_settings() -> ServerSettings:
+    return ServerSettings.from_env()
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_key: str | None) -> None:
+    """Refuse to listen beyond this machine without an API key guarding the write endpoints."""
+    if not is_loopback(host) and not api_key:
+        raise InvalidInputError(
+            f"refusing to listen on {host} without an API key: anyone who can reach it could "
+            "add and delete items. Set XMODAL_API_KEY, or bind 127.0.0.1"
+        )

@@ -1,0 +1,159 @@
+// The search page: plain DOM and fetch, no build step and nothing from outside this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let queryImage = null; // the File dropped or chosen as image query
+
+function say(text, isError = false) {
+  $("message").textContent = text;
+  $("message").className = isError ? "error" : "";
+}
+
+async function call(url, options) {
+  const response = await fetch(url, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const detail = Array.isArray(body.detail)
+      ? body.detail.map((d) => d.msg).join("; ")
+      : body.detail || response.statusText;
+    throw new Error(`${response.status}: ${detail}`);
+  }
+  return body;
+}
+
+function show(results) {
+  const grid = $("results");
+  grid.replaceChildren();
+  for (const hit of results) {
+    const card = document.createElement("figure");
+    card.className = "hit";
+    card.dataset.id = hit.id;
+    card.dataset.path = hit.path;
+    const link = document.createElement("a");
+    link.href = hit.file;
+    link.target = "_blank";
+    const img = document.createElement("img");
+    img.src = hit.thumbnail;
+    img.alt = hit.path;
+    img.loading = "lazy";
+    link.append(img);
+    const meta = document.createElement("figcaption");
+    meta.className = "meta";
+    const path = document.createElement("div");
+    path.className = "path";
+    path.title = path.textContent = hit.path;
+    const score = document.createElement("div");
+    score.className = "score";
+    score.textContent = `score ${hit.score.toFixed(3)}`;
+    meta.append(path, score);
+    const more = document.createElement("button");
+    more.className = "secondary more";
+    more.type = "button";
+    more.textContent = "more like this";
+    more.addEventListener("click", () => search({ like: hit.id }));
+    card.append(link, meta, more);
+    grid.append(card);
+  }
+  say(results.length ? `${results.length} results` : "no results");
+}
+
+async function search({ like } = {}) {
+  const text = $("q").value.trim();
+  if (!text && !queryImage && like === undefined) {
+    say("type a query or drop an image", true);
+    return;
+  }
+  say("searching…");
+  try {
+    let body;
+    if (queryImage || like !== undefined) {
+      const form = new FormData();
+      if (text) form.append("text", text);
+      if (queryImage) form.append("file", queryImage);
+      if (like !== undefined) form.append("like", like);
+      form.append("k", "24");
+      body = await call("/search", { method: "POST", body: form });
+    } else {
+      body = await call(`/search?k=24&q=${encodeURIComponent(text)}`);
+    }
+    show(body.results);
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+function setImage(file) {
+  if (!file || !file.type.startsWith("image/")) {
+    say("that is not an image file", true);
+    return;
+  }
+  queryImage = file;
+  const preview = $("query-image");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
+  $("clear-image").hidden = false;
+  $("drop-text").hidden = true;
+  search();
+}
+
+function clearImage() {
+  queryImage = null;
+  $("query-image").hidden = true;
+  $("clear-image").hidden = true;
+  $("drop-text").hidden = false;
+}
+
+async function classify(event) {
+  event.preventDefault();
+  const out = $("labels-out");
+  out.replaceChildren();
+  if (!queryImage) {
+    say("drop or choose an image to classify first", true);
+    return;
+  }
+  const form = new FormData();
+  form.append("file", queryImage);
+  form.append("labels", $("labels").value);
+  try {
+    const body = await call("/classify", { method: "POST", body: form });
+    for (const { label, probability } of body.labels) {
+      const li = document.createElement("li");
+      li.textContent = `${label} — ${(100 * probability).toFixed(1)}%`;
+      out.append(li);
+    }
+  } catch (error) {
+    say(error.message, true);
+  }
+}
+
+async function status() {
+  try {
+    const h = await call("/healthz");
+    $("status").textContent = `${h.items} images · model ${h.model}`;
+  } catch (error) {
+    $("status").textContent = "server not reachable";
+  }
+}
+
+$("search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  search();
+});
+$("file").addEventListener("change", (e) => setImage(e.target.files[0]));
+$("clear-image").addEventListener("click", clearImage);
+$("classify").addEventListener("submit", classify);
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => {
+  e.preventDefault();
+  drop.classList.remove("over");
+  setImage(e.dataTransfer.files[0]);
+});
+drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") $("file").click();
+});
+status();
