@@ -18,6 +18,7 @@ from xmodal.errors import (
     UnsupportedModalityError,
     XmodalError,
 )
+from xmodal.models.base import Encoder
 from xmodal.server.metrics import Metrics
 from xmodal.server.middleware import BodyLimit, RequestMetrics
 from xmodal.server.routes import items, meta, model, search
@@ -33,14 +34,19 @@ _CLIENT_ERRORS: list[tuple[type[XmodalError], int]] = [
 ]
 
 
-def create_app(settings: ServerSettings | None = None) -> FastAPI:
-    """The app for `settings` (default: from XMODAL_* environment variables)."""
+def create_app(
+    settings: ServerSettings | None = None, *, encoder: Encoder | None = None
+) -> FastAPI:
+    """The app for `settings` (default: from XMODAL_* environment variables).
+
+    `encoder`: an already loaded model to serve with instead of loading settings.model.
+    """
     settings = settings or get_server_settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        collection = Collection.open(settings.db, settings.model)
+        collection = Collection.open(settings.db, encoder or settings.model)
         try:
             service = Service(settings, collection, metrics)
         except BaseException:
