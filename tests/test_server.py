@@ -12,13 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("fastapi")
-
-from live_server import live_server  # noqa: E402
-
-from xmodal.engine.collection import Collection  # noqa: E402
-from xmodal.errors import InvalidInputError  # noqa: E402
-from xmodal.server import ServerSettings, check_bind, create_app  # noqa: E402
+from live_server import live_server
+from xmodal.engine.collection import Collection
+from xmodal.errors import InvalidInputError
+from xmodal.server import ServerSettings, check_bind, create_app
 
 pytestmark = pytest.mark.slow
 
