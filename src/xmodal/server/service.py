@@ -116,17 +116,19 @@ class Service:
 
         return await run_in_threadpool(call)
 
-    def relative_path(self, path: str) -> str:
-        """The item's path under the indexed root that holds it (its name if none does)."""
-        target = to_bytes(path)
-        best = None
-        for root in self.collection.roots:
-            root_b = to_bytes(root)
-            if is_under(target, root_b) and (best is None or len(root_b) > len(best)):
-                best = root_b
-        if best is None or best == target:
-            return os.path.basename(path)
-        return os.fsdecode(os.path.relpath(target, best))
+    def relative_paths(self, paths: Sequence[str]) -> list[str]:
+        """Each path under the indexed root that holds it (its name if none does).
+        Reads the catalog: call through locked()."""
+        roots = [to_bytes(r) for r in self.collection.roots]
+        out = []
+        for path in paths:
+            target = to_bytes(path)
+            under = [r for r in roots if is_under(target, r) and r != target]
+            best = max(under, key=len, default=None)
+            out.append(
+                os.fsdecode(os.path.relpath(target, best)) if best else os.path.basename(path)
+            )
+        return out
 
     def servable_path(self, item: Item) -> Path | None:
         """The item's file when it really lies inside an indexed root (links resolved)."""

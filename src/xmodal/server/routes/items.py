@@ -25,10 +25,11 @@ router = APIRouter(prefix="/items", tags=["items"])
 ItemId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 
 
-def item_out(service: Service, item: Item) -> ItemInfo:
+async def item_out(service: Service, item: Item) -> ItemInfo:
+    (path,) = await service.locked(service.relative_paths, [item.path])
     return ItemInfo(
         id=item.id,
-        path=service.relative_path(item.path),
+        path=path,
         width=item.width,
         height=item.height,
         size=item.size,
@@ -78,12 +79,12 @@ async def add_item(
             raise HTTPException(403, "path is not inside an indexed folder")
         target = path
     item = await service.locked(service.collection.add_file, target)
-    return item_out(service, item)
+    return await item_out(service, item)
 
 
 @router.get("/{item_id}")
 async def get_item(item_id: ItemId, service: Service = Depends(get_service)) -> ItemInfo:
-    return item_out(service, await _item(service, item_id))
+    return await item_out(service, await _item(service, item_id))
 
 
 @router.delete("/{item_id}", status_code=204, dependencies=[Depends(require_key)])

@@ -23,10 +23,10 @@ Threshold = Annotated[float | None, Query(ge=-1, le=1, description="minimum scor
 Weight = Annotated[float, Form(gt=0, le=100)]
 
 
-def hit_out(service: Service, hit: SearchHit) -> Hit:
+def hit_out(hit: SearchHit, path: str) -> Hit:
     return Hit(
         id=hit.id,
-        path=service.relative_path(hit.path),
+        path=path,
         score=hit.score,
         thumbnail=f"/items/{hit.id}/thumbnail",
         file=f"/items/{hit.id}/file",
@@ -44,12 +44,17 @@ async def _run(
     if all(w < 0 for _, _, w in terms):
         raise HTTPException(422, "a query needs at least one positive term, not only negatives")
     vector = combine(np.stack([v for _, v, _ in terms]), [w for _, _, w in terms])
-    hits = (await service.locked(service.collection.search_vectors, vector, k, threshold))[0]
+
+    def find() -> tuple[list[SearchHit], list[str]]:
+        hits = service.collection.search_vectors(vector, k, threshold)[0]
+        return hits, service.relative_paths([h.path for h in hits])
+
+    hits, paths = await service.locked(find)
     described = " ".join(
         f"{'-' if w < 0 else '+'}{'' if abs(w) == 1 else f'{abs(w):g}*'}{name}"
         for name, _, w in terms
     )
-    return SearchResults(query=described, results=[hit_out(service, h) for h in hits])
+    return SearchResults(query=described, results=[hit_out(h, p) for h, p in zip(hits, paths)])
 
 
 async def _like(service: Service, item_id: int) -> np.ndarray:
