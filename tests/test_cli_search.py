@@ -69,6 +69,22 @@ def test_image_query_finds_itself_first(library, tmp_path):
     assert out["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_where_filters_on_metadata(library, tmp_path):
+    from xmodal.engine.collection import Collection
+
+    db = tmp_path / "db"
+    run("index", str(library), "--db", str(db), "-m", "fake")
+    with Collection.open(db) as c:
+        hits = c.search_text("x", k=100)
+        c.set_metadata(hits[0].id, {"album": "trip", "year": 2024})
+        c.set_metadata(hits[1].id, {"album": "trip", "year": 2023})
+    out = run("search", "x", "--db", str(db), "--where", "album=trip", "--json")
+    assert [r["id"] for r in json.loads(out.stdout)["results"]] == [hits[0].id, hits[1].id]
+    out = run("search", "x", "--db", str(db), "--where", "album=trip", "--where", "year=2023")
+    assert out.stdout.count(".png") == 1
+    assert run("search", "x", "--db", str(db), "--where", "album").exit_code == 2
+
+
 def test_dedup_groups_a_resized_copy(library, tmp_path):
     Image.open(library / "chelsea.png").resize((300, 200)).save(library / "chelsea-small.jpg")
     db = str(tmp_path / "db")

@@ -213,6 +213,25 @@ def test_search_best_first_k_and_threshold(coll, library):
     assert len(batch) == 2 and batch[0] == batch[1] and batch[0][0].path.endswith("moon.png")
 
 
+def test_metadata_filter(coll, library):
+    coll.index([library])
+    everything = coll.search_image(library / "astronaut.png", k=100)
+    tagged = {h.id: i for i, h in enumerate(everything) if i % 3 == 0}
+    for item_id, i in tagged.items():
+        coll.set_metadata(item_id, {"album": "trip", "n": i, "fav": i % 2 == 0, "x y": "é"})
+    hits = coll.search_image(library / "astronaut.png", k=100, where={"album": "trip"})
+    assert [h.id for h in hits] == [h.id for h in everything if h.id in tagged]
+    both = coll.search_image(library / "astronaut.png", k=100, where={"album": "trip", "n": 3})
+    assert [h.id for h in both] == [everything[3].id]
+    favs = coll.search_image(library / "astronaut.png", k=100, where={"fav": True})
+    assert {h.id for h in favs} == {h.id for i, h in enumerate(everything) if i % 6 == 0}
+    assert len(coll.search_text("x", k=100, where={"x y": "é"})) == len(tagged)
+    assert coll.search_text("x", where={"album": "none"}) == []
+    for bad in [{'a"b': 1}, {"album": None}, {"album": ["trip"]}, {"": 1}]:
+        with pytest.raises(InvalidInputError):
+            coll.search_text("x", where=bad)
+
+
 def test_near_duplicates_groups_copies_and_nothing_else(coll, library):
     shutil.copy(library / "chelsea.png", library / "chelsea copy.png")
     # A smaller copy: the full-size original is the one to keep.

@@ -206,6 +206,26 @@ def test_add_by_server_path(server, library, photo_by_name):
     assert r.status_code == 403
 
 
+def test_metadata_and_filtered_search(server):
+    ids = ids_by_name(server)
+    for n, name in enumerate(["coffee.png", "rocket.png"]):
+        r = server.put(f"/items/{ids[name]}/metadata", json={"album": "trip", "n": n})
+        assert r.status_code == 200 and r.json()["metadata"]["album"] == "trip"
+    hits = server.get("/search", params={"q": "a cat", "where": '{"album": "trip"}'}).json()
+    assert {h["path"] for h in hits["results"]} == {"coffee.png", "rocket.png"}
+    form = {"text": "a cat", "where": '{"album": "trip", "n": 1}'}
+    assert [h["path"] for h in server.post("/search", data=form).json()["results"]] == [
+        "rocket.png"
+    ]
+    for bad in ["[1]", "{nope", '{"a": null}']:
+        r = server.get("/search", params={"q": "a cat", "where": bad})
+        assert r.status_code == 422, r.text
+    assert server.put("/items/987654/metadata", json={"a": 1}).status_code == 404
+    assert server.put(f"/items/{ids['coffee.png']}/metadata", json=[1]).status_code == 422
+    for name in ["coffee.png", "rocket.png"]:
+        server.put(f"/items/{ids[name]}/metadata", json={})
+
+
 def test_traversal_and_links_out_are_not_served(server):
     ids = ids_by_name(server)
     link = ids["link.png"]  # indexed through a link that leaves the folder

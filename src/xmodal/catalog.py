@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.errors import CatalogError
+from xmodal.errors import CatalogError, InvalidInputError
 
 MIGRATIONS: list[str] = [
     # 1: what an indexed file needs.
@@ -257,6 +257,22 @@ class Catalog:
             "UPDATE files SET metadata = ? WHERE id = ?", (json.dumps(metadata), item_id)
         )
         return cursor.rowcount > 0
+
+    def ids_where(self, where: dict[str, Any]) -> np.ndarray:
+        """Ids of the items whose metadata has every key of `where` equal to its value
+        (strings, numbers, booleans), sorted."""
+        sql, args = ["SELECT id FROM files WHERE 1"], []
+        for key, value in where.items():
+            if not isinstance(key, str) or not key or '"' in key or not key.isprintable():
+                raise InvalidInputError(f"metadata key {key!r}: use printable text, no quotes")
+            if value is None or not isinstance(value, (str, int, float, bool)):
+                raise InvalidInputError(
+                    f"metadata filter {key!r}: match a string, number or boolean, not {value!r}"
+                )
+            sql.append("AND json_extract(metadata, ?) = ?")
+            args += [f'$."{key}"', value]
+        rows = self._db.execute(" ".join(sql) + " ORDER BY id", args)
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     # -- skipped files ----------------------------------------------------------------------
 

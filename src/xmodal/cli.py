@@ -297,6 +297,20 @@ def _hits_json(query: str, hits) -> str:
     return json.dumps({"query": query, "results": results}, ensure_ascii=False)
 
 
+def _parse_where(pairs: Sequence[str]) -> dict | None:
+    where = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--where")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        where[key] = value if isinstance(value, (int, float, bool)) else raw
+    return where or None
+
+
 @main.command("search")
 @click.argument("query", required=False)
 @click.option("--image", "-i", "images", multiple=True, help="more like this image (PATH[^W])")
@@ -304,6 +318,12 @@ def _hits_json(query: str, hits) -> str:
 @click.option("--not-image", "negative_images", multiple=True, help="less like this image")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threshold", type=float, default=None, help="only results scoring at least this")
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="only items whose metadata has KEY equal to VALUE (a JSON number/boolean, else text)",
+)
 @click.option(
     "--queries",
     type=click.File("r", encoding="utf-8"),
@@ -314,7 +334,7 @@ def _hits_json(query: str, hits) -> str:
 @_db_option
 @_model_option
 def search_cmd(
-    query, images, negatives, negative_images, k, threshold, queries, as_json, db, model_name
+    query, images, negatives, negative_images, k, threshold, where, queries, as_json, db, model_name
 ) -> None:
     """Search the collection with a text QUERY, images, or a weighted mix of both.
 
@@ -324,11 +344,12 @@ def search_cmd(
     from xmodal.engine.query import query_vector
     from xmodal.scan import display_path
 
+    filters = _parse_where(where)
     with Collection.open(db, model_name, create=False) as collection:
         if queries is not None:
             texts = [line.strip() for line in queries if line.strip()]
             vectors = collection.encoder.embed_texts(texts) if texts else []
-            all_hits = collection.search_vectors(vectors, k, threshold) if texts else []
+            all_hits = collection.search_vectors(vectors, k, threshold, filters) if texts else []
             for text, hits in zip(texts, all_hits):
                 click.echo(_hits_json(text, hits))
             return
@@ -339,7 +360,7 @@ def search_cmd(
             hits = []
         else:
             vector = query_vector(collection.encoder, terms)
-            hits = collection.search_vectors(vector, k, threshold)[0]
+            hits = collection.search_vectors(vector, k, threshold, filters)[0]
         label = query or " ".join(t.describe() for t in terms)
         if as_json:
             click.echo(_hits_json(label, hits))

@@ -259,15 +259,21 @@ class Collection:
         return vectors[0] if len(ids) else None
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int = 10, threshold: float | None = None
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        threshold: float | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
         """The k best items for each query vector (L2-normalised, [n, dim] or [dim]), best
-        first; with a threshold, only those scoring at least that."""
+        first; with a threshold, only those scoring at least that; with `where`, only items
+        whose metadata matches it (see Catalog.ids_where)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         n = 1 if vectors.ndim == 1 else len(vectors)
-        if self.count() == 0:
+        allowed = None if not where else self._catalog.ids_where(where)
+        if self.count() == 0 or (allowed is not None and allowed.size == 0):
             return [[] for _ in range(n)]
-        results = self._ann_in_step().search(vectors, k)
+        results = self._ann_in_step().search(vectors, k, filter=allowed)
         paths = self._catalog.paths(np.concatenate([h.ids for h in results]))
         return [
             [
@@ -279,18 +285,26 @@ class Collection:
         ]
 
     def search_text(
-        self, text: str, k: int = 10, threshold: float | None = None
+        self,
+        text: str,
+        k: int = 10,
+        threshold: float | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         if self.count() == 0:
             return []
-        return self.search_vectors(self.encoder.embed_texts([text]), k, threshold)[0]
+        return self.search_vectors(self.encoder.embed_texts([text]), k, threshold, where)[0]
 
     def search_image(
-        self, image: ImageSource, k: int = 10, threshold: float | None = None
+        self,
+        image: ImageSource,
+        k: int = 10,
+        threshold: float | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         if self.count() == 0:
             return []
-        return self.search_vectors(self.encoder.embed_images([image]), k, threshold)[0]
+        return self.search_vectors(self.encoder.embed_images([image]), k, threshold, where)[0]
 
     def near_duplicates(self, threshold: float = 0.95) -> list[DuplicateGroup]:
         """Groups of items whose vectors score above threshold with the group's first item.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -56,6 +56,7 @@ class ItemInfo(BaseModel):
     height: int
     size: int = Field(description="bytes")
     caption: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
     thumbnail: str
     file: str
 

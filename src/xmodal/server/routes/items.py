@@ -9,15 +9,32 @@ from __future__ import annotations
 import contextlib
 import mimetypes
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Response, UploadFile
+from fastapi import (
+    APIRouter,
+    Body,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Response,
+    UploadFile,
+)
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from xmodal.catalog import Item
 from xmodal.scan import is_under
-from xmodal.server.deps import get_service, read_image_upload, require_key, require_multipart
+from xmodal.server.deps import (
+    get_service,
+    read_image_upload,
+    require_json,
+    require_key,
+    require_multipart,
+)
 from xmodal.server.schemas import ItemInfo
 from xmodal.server.service import Service
 
@@ -34,6 +51,7 @@ async def item_out(service: Service, item: Item) -> ItemInfo:
         height=item.height,
         size=item.size,
         caption=item.caption,
+        metadata=item.metadata,
         thumbnail=f"/items/{item.id}/thumbnail",
         file=f"/items/{item.id}/file",
     )
@@ -84,6 +102,18 @@ async def add_item(
 
 @router.get("/{item_id}")
 async def get_item(item_id: ItemId, service: Service = Depends(get_service)) -> ItemInfo:
+    return await item_out(service, await _item(service, item_id))
+
+
+@router.put("/{item_id}/metadata", dependencies=[Depends(require_key), Depends(require_json)])
+async def set_metadata(
+    item_id: ItemId,
+    metadata: Annotated[dict[str, Any], Body(examples=[{"album": "trip", "year": 2024}])],
+    service: Service = Depends(get_service),
+) -> ItemInfo:
+    """Replace an item's metadata (a JSON object; search can filter on it with `where`)."""
+    if not await service.locked(service.collection.set_metadata, item_id, metadata):
+        raise HTTPException(404, f"no item {item_id}")
     return await item_out(service, await _item(service, item_id))
 
 

@@ -3,7 +3,8 @@ an uploaded image."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
@@ -21,6 +22,19 @@ ItemId = Annotated[int, Query(ge=0, le=2**63 - 1, description="an item's id: mor
 K = Annotated[int, Query(ge=1, le=MAX_K, description="results wanted")]
 Threshold = Annotated[float | None, Query(ge=-1, le=1, description="minimum score")]
 Weight = Annotated[float, Form(gt=0, le=100)]
+WHERE_HELP = 'metadata filter, a JSON object: {"album": "trip", "year": 2024}'
+
+
+def parse_where(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        where = json.loads(raw)
+    except ValueError:
+        raise HTTPException(422, f"where: not JSON: {raw[:100]!r}") from None
+    if not isinstance(where, dict):
+        raise HTTPException(422, "where: must be a JSON object of metadata keys and values")
+    return where
 
 
 def hit_out(hit: SearchHit, path: str) -> Hit:
@@ -38,15 +52,17 @@ async def _run(
     terms: list[tuple[str, np.ndarray, float]],
     k: int,
     threshold: float | None,
+    where: str | None,
 ) -> SearchResults:
     if not terms:
         raise HTTPException(422, "empty query: give a text, an image, or an item id (like)")
     if all(w < 0 for _, _, w in terms):
         raise HTTPException(422, "a query needs at least one positive term, not only negatives")
     vector = combine(np.stack([v for _, v, _ in terms]), [w for _, _, w in terms])
+    filters = parse_where(where)
 
     def find() -> tuple[list[SearchHit], list[str]]:
-        hits = service.collection.search_vectors(vector, k, threshold)[0]
+        hits = service.collection.search_vectors(vector, k, threshold, filters)[0]
         return hits, service.relative_paths([h.path for h in hits])
 
     hits, paths = await service.locked(find)
@@ -70,6 +86,7 @@ async def search_get(
     like: ItemId | None = None,
     k: K = 10,
     threshold: Threshold = None,
+    where: Annotated[str | None, Query(max_length=10_000, description=WHERE_HELP)] = None,
     service: Service = Depends(get_service),
 ) -> SearchResults:
     """Items matching a text `q`, or like item `like`, or both; best first."""
@@ -78,7 +95,7 @@ async def search_get(
         terms.append((f"text:{q}", (await service.embed_texts([q]))[0], 1.0))
     if like is not None:
         terms.append((f"item:{like}", await _like(service, like), 1.0))
-    return await _run(service, terms, k, threshold)
+    return await _run(service, terms, k, threshold, where)
 
 
 @router.post("/search", dependencies=[Depends(require_form)])
@@ -94,6 +111,7 @@ async def search_post(
     like: Annotated[int | None, Form(ge=0, le=2**63 - 1, description="more like item")] = None,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
+    where: Annotated[str | None, Form(max_length=10_000, description=WHERE_HELP)] = None,
     service: Service = Depends(get_service),
 ) -> SearchResults:
     """A weighted mix: text, uploaded image, an indexed item, and a negative text."""
@@ -113,4 +131,4 @@ async def search_post(
         )
     if like is not None:
         terms.append((f"item:{like}", await _like(service, like), 1.0))
-    return await _run(service, terms, k, threshold)
+    return await _run(service, terms, k, threshold, where)
