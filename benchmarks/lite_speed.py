@@ -2,8 +2,10 @@
 
     python benchmarks/lite_speed.py [--threads 2] [--batches 3]
 
-Images: "encode" starts from decoded PIL images (preprocess + network + ConSE);
-"with decode" starts from PNG files (load_image + the same). Texts: short captions.
+First the image tower alone on prepared pixels, per runtime (models/lite/runtime.py), against
+the plain eager torch network (padding computed per call, NCHW) as the baseline. Then each
+variant on the runtime it chose: "encode" starts from decoded PIL images (preprocess + network +
+ConSE); "with decode" starts from PNG files (load_image + the same). Texts: short captions.
 The first batch of each measurement is a warm-up and not timed.
 """
 
@@ -14,7 +16,10 @@ import time
 
 from _common import OUT
 from xmodal.images import load_image
-from xmodal.models.lite import VARIANTS, load
+from xmodal.models.lite import IMAGE_TOWERS, VARIANTS, load
+from xmodal.models.lite.efficientnet import load_efficientnet
+from xmodal.models.lite.runtime import image_runner
+from xmodal.models.preprocess import ImageTransform
 from xmodal.samples import sample_photos
 
 BATCH = 32
@@ -28,6 +33,31 @@ def per_item_ms(fn, items, batches: int) -> float:
     return 1000 * (time.perf_counter() - t) / (batches * BATCH)
 
 
+def image_tower_table(decoded, threads: int, batches: int) -> None:
+    """ms per image of the Lite0 network alone, each runtime against eager torch."""
+    import torch
+
+    torch.set_num_threads(threads)
+    tower = IMAGE_TOWERS[VARIANTS["lite"].image_tower]
+    transform = ImageTransform(tower.size, tower.mean, tower.std, resize_mode="pad")
+    pixels = transform.batch(decoded[:BATCH])
+    eager = load_efficientnet(tower.package)
+
+    def baseline(x):
+        with torch.inference_mode():
+            return eager(torch.from_numpy(x)).numpy()
+
+    runners = {"eager torch (baseline)": baseline}
+    for name in ("torch", "onnx"):
+        runners[name] = image_runner(tower, runtime=name, num_threads=threads)
+    print(f"image tower alone, batch {BATCH}, {threads} threads")
+    base_ms = None
+    for name, run in runners.items():
+        ms = per_item_ms(run, pixels, batches)
+        base_ms = base_ms or ms
+        print(f"  {name:24} {ms:7.1f} ms/image ({1000 / ms:5.0f}/s)  {base_ms / ms:5.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--threads", type=int, default=2)
@@ -37,8 +67,12 @@ def main() -> None:
     paths = [p.path for p in photos] * 3  # 42 files, >= one batch
     decoded = [load_image(p) for p in paths]
     texts = [f"a photo of a {p.label} number {i}" for i, p in enumerate(photos * 3)]
-    print(f"batch {BATCH}, {args.threads} threads; ms per item (items/s)")
-    print(f"{'variant':10} {'load s':>7} {'image encode':>16} {'image w/ decode':>16} {'text':>16}")
+    image_tower_table(decoded, args.threads, args.batches)
+    print(f"\nvariants, batch {BATCH}, {args.threads} threads; ms per item (items/s)")
+    print(
+        f"{'variant':10} {'runtime':7} {'load s':>7} {'image encode':>16} "
+        f"{'image w/ decode':>16} {'text':>16}"
+    )
     for name in VARIANTS:
         t = time.perf_counter()
         model = load(name, num_threads=args.threads, batch_size=BATCH)
@@ -49,7 +83,7 @@ def main() -> None:
             per_item_ms(model.embed_texts, texts, args.batches),
         ]
         cells = " ".join(f"{ms:7.1f} ({1000 / ms:5.0f}/s)" for ms in cols)
-        print(f"{name:10} {load_s:7.2f} {cells}")
+        print(f"{name:10} {model.runtime:7} {load_s:7.2f} {cells}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ class Settings:
     # Above this many pixels an image is refused as a likely decompression bomb.
     max_image_pixels: int = 100_000_000
     num_threads: int | None = None
+    lite_runtime: str = "auto"  # how lite's image tower runs: auto, onnx or torch
+    cache_dir: str | None = None  # None: the per-user cache folder
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -25,6 +27,8 @@ class Settings:
             batch_size=int(env.get("XMODAL_BATCH_SIZE", cls.batch_size)),
             max_image_pixels=int(env.get("XMODAL_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
             num_threads=int(threads) if threads else None,
+            lite_runtime=env.get("XMODAL_LITE_RUNTIME") or cls.lite_runtime,
+            cache_dir=env.get("XMODAL_CACHE") or None,
         )
 
 

@@ -75,8 +75,13 @@ def load(
     num_threads: int | None = None,
     batch_size: int | None = None,
     resize_mode: str | None = None,
+    runtime: str | None = None,
 ):
-    """Load a lite variant by name ('lite', 'lite-en', ...) -> LiteEncoder."""
+    """Load a lite variant by name ('lite', 'lite-en', ...) -> LiteEncoder.
+
+    runtime: how the image tower runs, "auto", "onnx" or "torch" (runtime.py); None:
+    $XMODAL_LITE_RUNTIME, else "auto".
+    """
     variant = VARIANTS.get(arg or DEFAULT)
     if variant is None:
         raise ModelNotFoundError(
@@ -85,7 +90,11 @@ def load(
     from xmodal.models.lite.conse import LiteEncoder
 
     return LiteEncoder(
-        variant, num_threads=num_threads, batch_size=batch_size, resize_mode=resize_mode
+        variant,
+        num_threads=num_threads,
+        batch_size=batch_size,
+        resize_mode=resize_mode,
+        runtime=runtime,
     )
 
 

@@ -52,14 +52,14 @@ class LiteEncoder(Encoder):
         num_threads: int | None = None,
         batch_size: int | None = None,
         resize_mode: str | None = None,
+        runtime: str | None = None,
     ):
         import torch
 
-        from xmodal.models.lite.efficientnet import load_efficientnet
+        from xmodal.models.lite.runtime import image_runner
 
         if num_threads:
             torch.set_num_threads(num_threads)
-        self._torch = torch
         self.variant = variant
         self.name = variant.name
         self.dim = variant.dim
@@ -67,7 +67,8 @@ class LiteEncoder(Encoder):
         if batch_size:
             self.batch_size = batch_size
         image_tower = IMAGE_TOWERS[variant.image_tower]
-        self._net = load_efficientnet(image_tower.package)
+        self._run = image_runner(image_tower, runtime=runtime, num_threads=num_threads)
+        self.runtime = self._run.name  # "onnx" or "torch"
         self.transform = ImageTransform(
             image_tower.size,
             image_tower.mean,
@@ -93,9 +94,7 @@ class LiteEncoder(Encoder):
         return self._logits([self.transform(im) for im in images])
 
     def _logits(self, pixels: list[np.ndarray]) -> np.ndarray:
-        x = self._torch.from_numpy(np.stack(pixels))
-        with self._torch.inference_mode():
-            return self._net(x).numpy()
+        return self._run(np.stack(pixels))
 
     def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
         v = self.variant

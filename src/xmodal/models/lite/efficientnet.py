@@ -4,7 +4,9 @@ The block layout (kernel, expansion, channels, repeats) is read off the weight s
 stride of each stage, which no weight records, is written down. Lite differs from EfficientNet-B*
 in ReLU6 instead of swish, no squeeze-excite, and a stem and head that are not width-scaled. The
 weights were converted from TensorFlow, so convolutions use TF "SAME" padding (computed from the
-input size, with the odd pixel on the bottom/right) and batch norm uses eps 1e-3.
+input size, with the odd pixel on the bottom/right) and batch norm uses eps 1e-3. Once the input
+size is fixed (`fix_input_size`), that padding is computed once instead of on every call, which
+also keeps shape arithmetic out of an exported graph.
 """
 
 from __future__ import annotations
@@ -39,20 +41,40 @@ class BlockSpec:
         return self.stride == 1 and self.in_ch == self.out_ch
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TF "SAME" (before, after) for one axis: output = ceil(size / stride), odd pixel after."""
+    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 def same_pad(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
-    """TF "SAME": output = ceil(input / stride); the odd padding pixel goes after, not before."""
-    ih, iw = x.shape[-2:]
-    pad_h = max((math.ceil(ih / stride) - 1) * stride + kernel - ih, 0)
-    pad_w = max((math.ceil(iw / stride) - 1) * stride + kernel - iw, 0)
-    if pad_h or pad_w:
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
+    """Pad an (n, c, h, w) tensor for a "SAME" convolution."""
+    top, bottom = same_padding(x.shape[-2], kernel, stride)
+    left, right = same_padding(x.shape[-1], kernel, stride)
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom))
     return x
 
 
 class SameConv2d(nn.Conv2d):
+    """A convolution with TF "SAME" padding: per input, or fixed by `fix_input_size`."""
+
+    fixed_pad: tuple[int, int] | None = None  # (before, after) on both axes of a square input
+
+    def fix_input_size(self, size: int) -> int:
+        """Pad for square inputs of `size` from now on; returns the output size."""
+        self.fixed_pad = same_padding(size, self.kernel_size[0], self.stride[0])
+        return math.ceil(size / self.stride[0])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = same_pad(x, self.kernel_size[0], self.stride[0])
-        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        if self.fixed_pad is None:
+            x, pad = same_pad(x, self.kernel_size[0], self.stride[0]), 0
+        elif self.fixed_pad[0] == self.fixed_pad[1]:
+            pad = self.fixed_pad[0]  # symmetric: the convolution pads by itself
+        else:
+            before, after = self.fixed_pad
+            x, pad = F.pad(x, (before, after, before, after)), 0
+        return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
 
 
 def _bn(ch: int) -> nn.BatchNorm2d:
@@ -95,6 +117,13 @@ class EfficientNetLite(nn.Module):
         self._conv_head = nn.Conv2d(blocks[-1].out_ch, head_ch, 1, bias=False)
         self._bn1 = _bn(head_ch)
         self._fc = nn.Linear(head_ch, classes)
+
+    def fix_input_size(self, size: int) -> EfficientNetLite:
+        """Compute every "SAME" padding once, for square (size, size) inputs only."""
+        size = self._conv_stem.fix_input_size(size)
+        for block in self._blocks:
+            size = block._depthwise_conv.fix_input_size(size)
+        return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled penultimate features (n, head_ch)."""
