@@ -4,9 +4,18 @@
     python benchmarks/index_search.py --sizes 20000         # a quick smoke run
     python benchmarks/index_search.py --vectors emb.npy     # real embeddings (last rows = queries)
     python benchmarks/index_search.py --gaussian            # i.i.d. Gaussian: the worst case
+    python benchmarks/index_search.py --kinds flat hnsw hnsw:m=16,ef_construction=40 ivf:nlist=4096
+
+A kind is a factory name, optionally with constructor parameters after ':' overriding the
+defaults (several variants of one kind may share a table). Real embeddings of a word list:
+benchmarks/word_vectors.py.
 
 Each approximate kind is tuned first: the smallest ef_search / nprobe whose recall@10 reaches
---target-recall (or after which recall stops rising) is the setting timed. Ratios are against
+--target-recall (or after which recall stops rising) is the setting timed. Latency p50/p99 is
+one query per search() call, as a user searches: FAISS parallelises over the queries of a call,
+so these run on one thread whatever --threads says; qps is one batched call of every query on
+--threads threads. Memory: "file MB" is the saved index, "rss MB" the process's resident growth
+over the build (both include ids); "mem" is the file size against flat's. Ratios are against
 the flat index built in the same run.
 """
 
@@ -80,6 +89,21 @@ def dataset(args, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     return both[:n], both[n:]
 
 
+def parse_kind(spec: str) -> tuple[str, dict]:
+    """'ivf:nlist=4096,nprobe=8' -> ('ivf', {'nlist': 4096, 'nprobe': 8})"""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        for cast in (int, float, str):
+            try:
+                params[key] = cast(value)
+                break
+            except ValueError:
+                pass
+    return name, params
+
+
 def recall(found: list, truth: np.ndarray) -> float:
     return float(np.mean([len(set(h.ids) & set(t)) / K for h, t in zip(found, truth)]))
 
@@ -133,11 +157,13 @@ def run_size(args, n: int) -> None:
     ids = np.arange(n, dtype=np.int64)
     print(f"\nn={n:,}  dim={vectors.shape[1]}  queries={len(queries)}")
     rows, truth = [], None
-    for kind in args.kinds:
+    for spec in args.kinds:
+        kind, params = parse_kind(spec)
         before = rss_bytes()
         start = time.perf_counter()
-        index = build(kind, vectors.shape[1], ids, vectors)
+        index = build(kind, vectors.shape[1], ids, vectors, **params)
         build_s = time.perf_counter() - start
+        print(f"  {spec}: built in {build_s:.1f} s", flush=True)
         rss = rss_bytes() - before
         setting = "exact"
         if kind == "flat":
@@ -146,19 +172,20 @@ def run_size(args, n: int) -> None:
             setting = tune(index, kind, queries, truth, args.target_recall)
         m = measure(index, queries, args.singles)
         r = recall(m.pop("found"), truth) if truth is not None else float("nan")
-        rows.append(dict(kind=kind, setting=setting, build_s=build_s, rss=rss, recall=r, **m))
+        rows.append(dict(kind=spec, setting=setting, build_s=build_s, rss=rss, recall=r, **m))
         rows[-1]["file"] = file_bytes(index)
         del index
     base = next((r for r in rows if r["kind"] == "flat"), None)
+    width = max(8, *(len(r["kind"]) for r in rows))
     head = (
-        f"{'kind':8} {'setting':14} {'build s':>8} {'file MB':>8} {'rss MB':>7} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'qps':>8} {'recall':>6} | vs flat: {'build':>6} {'mem':>5} {'p50':>6} "
-        f"{'qps':>6}"
+        f"{'kind':{width}} {'setting':14} {'build s':>8} {'file MB':>8} {'rss MB':>7} "
+        f"{'p50 ms':>7} {'p99 ms':>7} {'qps':>8} {'recall':>6} | vs flat: {'build':>6} "
+        f"{'mem':>5} {'p50':>6} {'qps':>6}"
     )
     print(head)
     for r in rows:
         line = (
-            f"{r['kind']:8} {r['setting']:14} {r['build_s']:8.2f} {r['file'] / 2**20:8.1f} "
+            f"{r['kind']:{width}} {r['setting']:14} {r['build_s']:8.2f} {r['file'] / 2**20:8.1f} "
             f"{r['rss'] / 2**20:7.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['qps']:8.0f} "
             f"{r['recall']:6.3f}"
         )
@@ -176,18 +203,21 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512, help="of generated vectors")
     parser.add_argument("--vectors", type=Path, help=".npy of real embeddings [n, d]")
     parser.add_argument("--gaussian", action="store_true", help="i.i.d. Gaussian: worst case")
-    parser.add_argument("--kinds", nargs="+", default=["flat", "hnsw", "ivf", "ivf-pq"])
+    parser.add_argument(
+        "--kinds", nargs="+", default=["flat", "hnsw", "ivf", "ivf-pq"], help="NAME[:k=v,...]"
+    )
     parser.add_argument("--queries", type=int, default=1000, help="batched; held out of the base")
     parser.add_argument("--singles", type=int, default=200, help="timed one query at a time")
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    if args.kinds[0] != "flat":
+    if parse_kind(args.kinds[0]) != ("flat", {}):
         parser.error("flat must come first: it is the exact baseline")
     faiss.omp_set_num_threads(args.threads)
     source = args.vectors or ("i.i.d. Gaussian" if args.gaussian else "structured (clustered)")
     print(f"machine: {machine()}")
     print(f"faiss {faiss.__version__}, {args.threads} threads; vectors: {source}; k={K}")
+    print("p50/p99: one query per call (one thread); qps: all queries in one call")
     for n in args.sizes:
         run_size(args, n)
 
