@@ -31,10 +31,7 @@ def _embeddings(service: Service, vectors) -> Embeddings:
 @router.post("/embed/text", dependencies=[Depends(require_json)])
 async def embed_text(body: EmbedTextRequest, service: Service = Depends(get_service)) -> Embeddings:
     """Embed texts (any language the model reads) into the shared space."""
-    vectors = await service.embed_texts(body.texts)
-    return Embeddings(
-        model=service.encoder.name, dim=service.encoder.dim, embeddings=vectors.tolist()
-    )
+    return _embeddings(service, await service.embed_texts(body.texts))
 
 
 @router.post("/embed/image", dependencies=[Depends(require_multipart)])
@@ -46,10 +43,7 @@ async def embed_image(
     if len(file) > MAX_FILES:
         raise HTTPException(422, f"at most {MAX_FILES} files per request, got {len(file)}")
     images = [await read_image_upload(f) for f in file]
-    vectors = await service.embed_images(images)
-    return Embeddings(
-        model=service.encoder.name, dim=service.encoder.dim, embeddings=vectors.tolist()
-    )
+    return _embeddings(service, await service.embed_images(images))
 
 
 @router.post("/similarity", dependencies=[Depends(require_multipart)])
