@@ -2,19 +2,26 @@
 
 An image is embedded in the text tower's space as the probability-weighted mix of the text
 embeddings of its top-K ImageNet classes; a text is embedded by the text tower. Cosine between
-the two then compares a sentence with what the classifier saw.
+the two then compares a sentence with what the classifier saw. An optional AlignmentHead
+(head.py) then corrects the image vectors; texts are never changed.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image
 
+from xmodal.errors import InvalidInputError
 from xmodal.models.base import Encoder, l2_normalize
 from xmodal.models.lite.classes import load_class_embeddings
 from xmodal.models.lite.spec import CLASS_ROLE, IMAGE_TOWERS, QUERY_ROLE, TEMPLATES, LiteVariant
 from xmodal.models.lite.text import TEXT_TOWERS
 from xmodal.models.preprocess import ImageTransform
+
+if TYPE_CHECKING:
+    from xmodal.models.lite.head import AlignmentHead
 
 
 def conse(logits: np.ndarray, class_vecs: np.ndarray, temperature: float, top_k: int | None):
@@ -53,11 +60,16 @@ class LiteEncoder(Encoder):
         batch_size: int | None = None,
         resize_mode: str | None = None,
         runtime: str | None = None,
+        head: AlignmentHead | None = None,
     ):
         import torch
 
         from xmodal.models.lite.runtime import image_runner
 
+        if head is not None and head.dim != variant.dim:
+            raise InvalidInputError(
+                f"the alignment head is {head.dim}-d but {variant.name} vectors are {variant.dim}-d"
+            )
         if num_threads:
             torch.set_num_threads(num_threads)
         self.variant = variant
@@ -85,6 +97,7 @@ class LiteEncoder(Encoder):
             self.class_vectors.append(centre(raw, mean))
         # Equal weight per tower: concatenated unit vectors scaled so the whole row is unit.
         self._tower_weight = np.float32(1 / np.sqrt(len(self.text_towers)))
+        self.head = None if head is None else head.eval()
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         return self.transform(image)
@@ -96,11 +109,35 @@ class LiteEncoder(Encoder):
     def _logits(self, pixels: list[np.ndarray]) -> np.ndarray:
         return self._run(np.stack(pixels))
 
-    def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+    def conse_vectors(self, prepared: list[np.ndarray]) -> np.ndarray:
+        """Prepared images (prepare_image) -> (n, dim) unit ConSE vectors before the head: what
+        a head trains on while the towers stay frozen, and what embed_images gives without one."""
+        return l2_normalize(self._conse(prepared))
+
+    def conse_from_logits(self, logits: np.ndarray) -> np.ndarray:
+        """(n, 1000) image-tower logits (image_logits) -> (n, dim) unit ConSE vectors."""
+        return l2_normalize(self._mix(logits))
+
+    def _conse(self, prepared: list[np.ndarray]) -> np.ndarray:
+        return self._mix(self._logits(prepared))
+
+    def _mix(self, logits: np.ndarray) -> np.ndarray:
         v = self.variant
-        logits = self._logits(prepared)
         parts = [conse(logits, c, v.temperature, v.top_k) for c in self.class_vectors]
         return self._tower_weight * np.concatenate(parts, axis=1)
+
+    def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+        raw = self._conse(prepared)
+        if self.head is None:
+            return raw
+        import torch
+
+        norm = np.linalg.norm(raw, axis=1, keepdims=True)
+        with torch.inference_mode():
+            delta = self.head.delta(torch.from_numpy(l2_normalize(raw))).numpy()
+        # raw + |raw| * delta normalises to head(unit raw), and with a zero delta (an untrained
+        # head) it is raw itself, so the vectors stay bit-for-bit those of ConSE alone.
+        return raw + norm * delta
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         parts = [
