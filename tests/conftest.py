@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from xmodal.models.fake import FakeEncoder
@@ -17,6 +19,16 @@ def photos(tmp_path_factory):
 @pytest.fixture(scope="session")
 def photo_by_name(photos):
     return {p.name: p for p in photos}
+
+
+@pytest.fixture
+def photo_tree(tmp_path, photos):
+    """A label tree of the 14 real sample photos: one folder per label."""
+    for photo in photos:
+        folder = tmp_path / "tree" / photo.label.replace(" ", "_")
+        folder.mkdir(parents=True)
+        shutil.copy(photo.path, folder / f"{photo.name}.png")
+    return tmp_path / "tree"
 
 
 @pytest.fixture

@@ -43,7 +43,8 @@ class MissingExtraError(ModelLoadError):
 
 
 class MissingDataError(XmodalError, FileNotFoundError):
-    """A sample data set whose files (a Debian package) are not installed."""
+    """Data a command needs is not there: a pairs file or folder, or a sample set (a Debian
+    package) that is not installed."""
 
 
 class UnsupportedModalityError(XmodalError):

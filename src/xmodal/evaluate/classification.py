@@ -1,0 +1,46 @@
+"""Zero-shot classification accuracy on a labelled image set, with the classifier that
+`xmodal classify` uses (label prompts from templates, averaged per label)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from xmodal.engine.zeroshot import ZeroShotClassifier
+from xmodal.errors import InvalidInputError
+from xmodal.models.base import Encoder
+
+
+def zero_shot_metrics(
+    encoder: Encoder,
+    image_vecs: np.ndarray,
+    image_labels: Sequence[str],
+    labels: Sequence[str],
+    templates: Sequence[str] | None = None,
+) -> dict:
+    """Top-1 and top-5 accuracy and mean per-class recall over the images' true labels.
+
+    top5_accuracy is None with five labels or fewer, where it would always be 1. Mean per-class
+    recall (balanced accuracy) weighs every class the same however many images it has.
+    """
+    classifier = ZeroShotClassifier(encoder, labels, templates)
+    index = {label: i for i, label in enumerate(classifier.labels)}
+    unknown = sorted(set(image_labels) - set(index))
+    if unknown:
+        raise InvalidInputError(f"image labels not among the classes: {unknown[:5]}")
+    truth = np.array([index[label] for label in image_labels])
+    order = np.argsort(-classifier.probabilities(image_vecs), axis=1, kind="stable")
+    top1 = order[:, 0] == truth
+    top5 = (order[:, :5] == truth[:, None]).any(axis=1)
+    per_class = {
+        label: float(top1[truth == i].mean()) for label, i in index.items() if (truth == i).any()
+    }
+    return {
+        "top1_accuracy": float(top1.mean()),
+        "top5_accuracy": float(top5.mean()) if len(index) > 5 else None,
+        "mean_per_class_recall": float(np.mean(list(per_class.values()))),
+        "per_class_recall": per_class,
+        "n_classes": len(index),
+        "templates": classifier.templates,
+    }
