@@ -405,6 +405,127 @@ def dedup_cmd(threshold, as_json, db, model_name) -> None:
         click.echo(f"{len(groups)} group(s) at threshold {threshold}")
 
 
+# Skipped entries listed one by one before the rest are only counted.
+_SHOWN_SKIPS = 20
+
+# (row name, path into one model's metrics, format: "%" = percentage, else a format spec)
+_EVAL_ROWS = [
+    *(
+        (f"{arrow} recall@{k}", ("retrieval", direction, f"recall@{k}"), "%")
+        for direction, arrow in (("text_to_image", "text→image"), ("image_to_text", "image→text"))
+        for k in (1, 5, 10)
+    ),
+    ("text→image mean rank", ("retrieval", "text_to_image", "mean_rank"), ".2f"),
+    ("image→text mean rank", ("retrieval", "image_to_text", "mean_rank"), ".2f"),
+    ("zero-shot top-1", ("zero_shot", "top1_accuracy"), "%"),
+    ("zero-shot top-5", ("zero_shot", "top5_accuracy"), "%"),
+    ("zero-shot mean class recall", ("zero_shot", "mean_per_class_recall"), "%"),
+    ("alignment (lower is better)", ("quality", "alignment"), ".4f"),
+    ("uniformity image", ("quality", "uniformity_image"), ".4f"),
+    ("uniformity text", ("quality", "uniformity_text"), ".4f"),
+    ("mean distance image", ("quality", "mean_distance_image"), ".4f"),
+    ("mean distance text", ("quality", "mean_distance_text"), ".4f"),
+    ("k-means silhouette image", ("quality", "silhouette_image"), ".4f"),
+    ("k-means silhouette text", ("quality", "silhouette_text"), ".4f"),
+    ("label silhouette image", ("quality", "label_silhouette_image"), ".4f"),
+    ("matched cosine", ("quality", "similarity", "matched_mean"), ".4f"),
+    ("unmatched cosine", ("quality", "similarity", "unmatched_mean"), ".4f"),
+    ("cosine gap", ("quality", "similarity", "gap"), ".4f"),
+    ("suggested threshold", ("quality", "suggested_threshold", "threshold"), ".4f"),
+    ("  precision at threshold", ("quality", "suggested_threshold", "precision"), "%"),
+    ("  recall at threshold", ("quality", "suggested_threshold", "recall"), "%"),
+]
+
+
+def _eval_table(document: dict) -> str:
+    """One column per model, one row per metric; rows no model has (zero-shot on captions) go."""
+    models = document["models"]
+
+    def cell(metrics: dict, path: tuple[str, ...], fmt: str) -> str | None:
+        value = metrics
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return None
+        return f"{value:.1%}" if fmt == "%" else format(value, fmt)
+
+    d = document["dataset"]
+    lines = [
+        f"{d['source']} ({d['kind']}): {d['pairs']} pairs, {d['images']} images, "
+        f"{d['captions']} captions, {d['skipped']} skipped",
+        "",
+    ]
+    width = max(12, *(len(name) + 2 for name in models))
+    lines.append(f"{'METRIC':<28}" + "".join(f"{name:>{width}}" for name in models))
+    for label, path, fmt in _EVAL_ROWS:
+        cells = [cell(m, path, fmt) for m in models.values()]
+        if any(c is not None for c in cells):
+            lines.append(f"{label:<28}" + "".join(f"{c or '-':>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+@main.command("eval")
+@click.argument("pairs")
+@click.option(
+    "--model",
+    "-m",
+    "model_names",
+    multiple=True,
+    help=f"{MODEL_HELP}; repeat to compare models side by side",
+)
+@click.option("--report", "report_dir", default=None, help="write metrics.json and PNG plots here")
+@click.option(
+    "--template",
+    "-t",
+    "templates",
+    multiple=True,
+    help="zero-shot prompt template with {} (repeatable). Default: the model's own",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
+@_batch_option
+def eval_cmd(pairs, model_names, report_dir, templates, as_json, batch_size) -> None:
+    """Evaluate models on the image-caption set PAIRS: retrieval recall@k both ways, zero-shot
+    accuracy (label folders), embedding quality and a suggested search threshold.
+
+    PAIRS is a CSV or JSONL file (image and caption columns; relative paths from its folder),
+    a folder of images with same-name .txt captions, or a folder of label folders.
+    """
+    from xmodal.evaluate import dataset_summary, embed_pairs, evaluate_embedded, write_report
+    from xmodal.pairs import load_pairs
+
+    pairset = load_pairs(pairs)
+    for ref, reason in pairset.skipped[:_SHOWN_SKIPS]:
+        _warn(f"skipping {ref}: {reason}")
+    if len(pairset.skipped) > _SHOWN_SKIPS:
+        _warn(f"... and {len(pairset.skipped) - _SHOWN_SKIPS} more skipped")
+    document: dict = {"dataset": dataset_summary(pairset), "models": {}}
+    embedded = []
+    seen: set[str] = set()
+    for name in dict.fromkeys(model_names or [None]):
+        encoder = _load_encoder(name, batch_size)
+        if encoder.name in seen:
+            continue
+        seen.add(encoder.name)
+        emb = embed_pairs(encoder, pairset, progress=True)
+        # Tables and plots show a model as the user named it (a trained folder's full path
+        # is the encoder's name, too long for a legend).
+        emb.model = name or encoder.name
+        if not embedded:  # the same files fail for every model: say it once
+            for ref, reason in emb.skipped:
+                _warn(f"skipping {ref}: {reason}")
+        document["models"][emb.model] = evaluate_embedded(
+            encoder, emb, templates=templates or None
+        )
+        embedded.append(emb)
+    if report_dir:
+        written = write_report(report_dir, document, embedded)
+        _warn(f"wrote {', '.join(p.name for p in written)} to {report_dir}")
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False))
+    else:
+        click.echo(_eval_table(document))
+
+
 @main.command("serve")
 @_db_option
 @_model_option
@@ -475,3 +596,126 @@ def demo_cmd(folder, model_name) -> None:
         )
     click.echo(f"  {hits}/{len(photos)} correct")
     click.echo(f'\nnext: xmodal search --db {root / "db"} "a photo of a horse"')
+
+
+def _recalls(metrics: dict, direction: str = "text_to_image") -> str:
+    d = metrics[direction]
+    return "/".join(f"{d[k]:.1%}" for k in d if k.startswith("recall@"))
+
+
+@main.command("train")
+@click.argument("pairs")
+@click.option(
+    "--model",
+    "-m",
+    "base",
+    required=True,
+    help="base model to fine-tune: lite, lite-en, openclip:ARCH/PRETRAINED or hf:REPO_OR_DIR",
+)
+@click.option("--out", "-o", required=True, help="folder for the trained model (new or empty)")
+@click.option(
+    "--mode",
+    type=click.Choice(["heads", "blocks", "all"]),
+    default="heads",
+    show_default=True,
+    help="heads: projection heads only (small data); blocks: also the last --blocks blocks; "
+    "all: every weight",
+)
+@click.option(
+    "--blocks",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="with --mode blocks: how many final blocks train",
+)
+@click.option(
+    "--tower",
+    type=click.Choice(["image", "text", "both"]),
+    default="both",
+    show_default=True,
+    help="with --mode blocks: whose blocks train",
+)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=2),
+    default=64,
+    show_default=True,
+    help="pairs per forward pass: each pair's negatives are the others",
+)
+@click.option(
+    "--accum",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="forward passes per optimiser step (effective batch = batch size x accum)",
+)
+@click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="peak learning rate (default: 1e-3 heads, 1e-4 blocks, 1e-5 all)",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.2,
+    show_default=True,
+    help="share of the captions held out for validation",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="stop after this many epochs without better validation recall@5",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+@click.option("--resume", is_flag=True, help="continue the run checkpointed in --out")
+def train_cmd(pairs, base, out, mode, blocks, tower, device, resume, **hyperparameters) -> None:
+    """Fine-tune a model on the image-caption pairs PAIRS (a CSV/JSONL file or a folder, as for
+    `xmodal eval`); the result loads anywhere with --model OUT.
+
+    Validation recall is measured on held-out captions before training and after every epoch;
+    the best epoch's weights are saved. Re-run the same command with --resume to continue a
+    stopped run.
+    """
+    import shlex
+
+    from xmodal.train import TrainConfig, TrainMode, train
+
+    # --blocks and --tower only shape the blocks mode.
+    train_mode = TrainMode(mode, blocks, tower) if mode == "blocks" else TrainMode(mode)
+    config = TrainConfig(mode=train_mode, **hyperparameters)
+
+    def on_epoch(r) -> None:
+        best = "  *best" if r.improved else ""
+        click.echo(
+            f"epoch {r.epoch}/{r.epochs}  loss {r.loss:.4f}  val text→image recall@1/5/10 "
+            f"{_recalls(r.metrics)}  {r.seconds:.1f} s ({r.pairs_per_second:.0f} pairs/s){best}"
+        )
+
+    result = train(
+        pairs, base, out, config, resume=resume, device=device, progress=True, on_epoch=on_epoch
+    )
+    for ref, reason in result.skipped[:_SHOWN_SKIPS]:
+        _warn(f"skipping {ref}: {reason}")
+    if len(result.skipped) > _SHOWN_SKIPS:
+        _warn(f"... and {len(result.skipped) - _SHOWN_SKIPS} more skipped")
+    data = result.card["data"]
+    click.echo(
+        f"\n{base} trained on {data['train_pairs']} pairs, validated on {data['val_pairs']}: "
+        f"{result.epochs_run} epoch(s){', stopped early' if result.stopped_early else ''}"
+    )
+    click.echo(
+        f"validation text→image recall@1/5/10: {_recalls(result.before)} (before) -> "
+        f"{_recalls(result.after)} (epoch {result.best_epoch})"
+    )
+    if result.best_epoch == 0:
+        click.echo("no epoch beat the base model on validation: the saved weights are untrained")
+    where = shlex.quote(str(result.out))
+    click.echo(f"saved to {result.out} (described in MODEL_CARD.md; checkpoint/ is for --resume)")
+    click.echo(f"use it:  xmodal index PHOTOS --model {where}")
+    compare = f"xmodal eval {shlex.quote(pairs)} --model {shlex.quote(base)} --model {where}"
+    click.echo(f"         {compare}")

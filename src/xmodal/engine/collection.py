@@ -36,6 +36,7 @@ from xmodal.images import ImageSource
 from xmodal.index import KINDS, VectorIndex, build, choose_kind, load_index
 from xmodal.index.base import IndexFileError
 from xmodal.models.base import Encoder
+from xmodal.models.registry import canonical_name
 from xmodal.scan import FoundFile, display_path, scan, to_bytes
 
 CATALOG_FILE = "catalog.sqlite"
@@ -108,7 +109,7 @@ class Collection:
             db_path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(db_path / CATALOG_FILE)
         encoder = model if isinstance(model, Encoder) else None
-        asked = encoder.name if encoder is not None else model
+        asked = encoder.name if encoder is not None else model and canonical_name(model)
         catalog.set_meta("model", asked or get_settings().model, only_if_missing=True)
         catalog.set_meta("created", _utc_now(), only_if_missing=True)
         collection = cls(db_path, catalog, None)

@@ -4,6 +4,7 @@ Names users type:
   lite, lite-en, ...        built-in offline models (see xmodal.models.lite.VARIANTS)
   openclip:ARCH[/PRETRAINED] any OpenCLIP architecture; PRETRAINED is a tag or a checkpoint file
   hf:REPO_OR_DIR            a Hugging Face CLIPModel / SiglipModel checkpoint
+  path/to/folder            a model written by `xmodal train` (a folder with xmodal-model.json)
   fake[:DIM]                a deterministic fake, for tests
 """
 
@@ -11,9 +12,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from xmodal.errors import InvalidInputError, MissingExtraError, ModelNotFoundError
 from xmodal.models.base import Encoder
+
+# The card that makes a folder a trained model (see xmodal.models.trained).
+TRAINED_CARD = "xmodal-model.json"
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("openclip", "xmodal.models.openclip", "open_clip", "clip", "OpenCLIP models"),
         Backend("hf", "xmodal.models.hf", "transformers", "hf", "Hugging Face CLIP/SigLIP"),
         Backend("fake", "xmodal.models.fake", None, None, "deterministic fake for tests"),
+        Backend("trained", "xmodal.models.trained", None, None, "models from `xmodal train`"),
     ]
 }
 
@@ -49,6 +55,9 @@ def parse_name(name: str) -> tuple[str, str]:
     name = name.strip()
     if not name:
         raise InvalidInputError("empty model name")
+    folder = Path(name).expanduser()
+    if (folder / TRAINED_CARD).is_file():
+        return "trained", name
     prefix, sep, arg = name.partition(":")
     if sep and prefix in BACKENDS:
         if not arg:
@@ -58,10 +67,24 @@ def parse_name(name: str) -> tuple[str, str]:
         return "fake", ""
     if name.startswith("lite"):
         return "lite", name
+    if folder.is_dir():
+        raise ModelNotFoundError(
+            f"folder '{name}' holds no {TRAINED_CARD}, so it is not a model from `xmodal train`; "
+            f"a transformers folder loads as hf:{name}"
+        )
     raise ModelNotFoundError(
         f"unknown model '{name}': use lite, openclip:ARCH[/PRETRAINED] or hf:REPO_OR_DIR "
         "(xmodal models lists them)"
     )
+
+
+def canonical_name(name: str) -> str:
+    """The name a collection records for `name`: a trained-model folder becomes its absolute
+    path, so the collection opens from any working directory; other names are kept as typed."""
+    prefix, arg = parse_name(name)
+    if prefix == "trained":
+        return str(Path(arg).expanduser().resolve())
+    return name.strip()
 
 
 def _backend_module(backend: Backend):
