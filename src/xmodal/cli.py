@@ -513,9 +513,7 @@ def eval_cmd(pairs, model_names, report_dir, templates, as_json, batch_size) -> 
         if not embedded:  # the same files fail for every model: say it once
             for ref, reason in emb.skipped:
                 _warn(f"skipping {ref}: {reason}")
-        document["models"][emb.model] = evaluate_embedded(
-            encoder, emb, templates=templates or None
-        )
+        document["models"][emb.model] = evaluate_embedded(encoder, emb, templates=templates or None)
         embedded.append(emb)
     if report_dir:
         written = write_report(report_dir, document, embedded)
