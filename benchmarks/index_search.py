@@ -31,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from xmodal.index import build
+from xmodal.index import build, parse_index_spec
 
 K = 10
 SWEEPS = {
@@ -89,21 +89,6 @@ def dataset(args, n: int) -> tuple[np.ndarray, np.ndarray] | None:
     return both[:n], both[n:]
 
 
-def parse_kind(spec: str) -> tuple[str, dict]:
-    """'ivf:nlist=4096,nprobe=8' -> ('ivf', {'nlist': 4096, 'nprobe': 8})"""
-    name, _, rest = spec.partition(":")
-    params = {}
-    for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        for cast in (int, float, str):
-            try:
-                params[key] = cast(value)
-                break
-            except ValueError:
-                pass
-    return name, params
-
-
 def recall(found: list, truth: np.ndarray) -> float:
     return float(np.mean([len(set(h.ids) & set(t)) / K for h, t in zip(found, truth)]))
 
@@ -158,7 +143,7 @@ def run_size(args, n: int) -> None:
     print(f"\nn={n:,}  dim={vectors.shape[1]}  queries={len(queries)}")
     rows, truth = [], None
     for spec in args.kinds:
-        kind, params = parse_kind(spec)
+        kind, params = parse_index_spec(spec)
         before = rss_bytes()
         start = time.perf_counter()
         index = build(kind, vectors.shape[1], ids, vectors, **params)
@@ -211,7 +196,7 @@ def main() -> None:
     parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    if parse_kind(args.kinds[0]) != ("flat", {}):
+    if parse_index_spec(args.kinds[0]) != ("flat", {}):
         parser.error("flat must come first: it is the exact baseline")
     faiss.omp_set_num_threads(args.threads)
     source = args.vectors or ("i.i.d. Gaussian" if args.gaussian else "structured (clustered)")

@@ -6,12 +6,15 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from PIL import Image
 
 from xmodal.cli import main
+from xmodal.engine.collection import INDEX_FILE
+from xmodal.index import load_index
 
 
 @pytest.fixture
@@ -37,6 +40,16 @@ def test_index_reports_and_reindex_embeds_nothing(library, tmp_path):
     assert "skipping" in first.stderr and "broken.jpg" in first.stderr
     again = run("index", "--db", db)
     assert "added 0, updated 0, moved 0, removed 0, unchanged 14" in again.stdout
+
+
+def test_index_kind_with_parameters(library, tmp_path):
+    db = str(tmp_path / "db")
+    built = run("index", str(library), "--db", db, "-m", "fake", "--index", "ivf:nlist=4,nprobe=2")
+    assert built.exit_code == 0, built.stderr
+    saved = load_index(Path(db) / INDEX_FILE)
+    assert (saved.kind, saved.params["nlist"], saved.params["nprobe"]) == ("ivf", 4, 2)
+    bad = run("index", str(library), "--db", db, "--index", "ivf:nlists=4")
+    assert bad.exit_code == 2 and "takes no parameter nlists" in bad.stderr
 
 
 def test_search_json_batch_and_errors(library, tmp_path):

@@ -306,15 +306,43 @@ def test_add_file_and_remove(coll, library, tmp_path):
         coll.add_file(tmp_path / "missing.png")
 
 
-def test_index_kind_can_be_forced_and_goes_back_to_auto(tmp_path, library):
+def test_index_kind_can_be_forced_is_kept_and_goes_back_to_auto(tmp_path, library):
     db = tmp_path / "db"
     with Collection.open(db, FakeEncoder(32)) as c:
         c.index([library], index_kind="hnsw")
     assert load_index(db / INDEX_FILE).kind == "hnsw"
     with Collection.open(db) as c:
         assert c.search_image(library / "coins.png", k=1)[0].path.endswith("coins.png")
-        c.index([library])  # auto: 14 vectors are searched exactly
+        c.index([library])  # no kind given: the last choice stays
+    assert load_index(db / INDEX_FILE).kind == "hnsw"
+    with Collection.open(db) as c:
+        c.index([library], index_kind="auto")  # auto: 14 vectors are searched exactly
+        c.index([library])
     assert load_index(db / INDEX_FILE).kind == "flat"
+
+
+def test_index_parameters_are_applied_kept_and_changed_by_a_rebuild(tmp_path, library):
+    db = tmp_path / "db"
+    with Collection.open(db, FakeEncoder(32)) as c:
+        c.index([library], index_kind="hnsw:m=8,ef_search=40")
+    saved = load_index(db / INDEX_FILE)
+    assert (saved.kind, saved.params["m"], saved.params["ef_search"]) == ("hnsw", 8, 40)
+    stamp = (db / INDEX_FILE).stat().st_mtime_ns
+    with Collection.open(db) as c:
+        c.index([library], index_kind="hnsw:m=8")  # the same build: nothing rewritten
+        c.index([library], index_kind="hnsw")  # no parameters given: they are kept
+    assert (db / INDEX_FILE).stat().st_mtime_ns == stamp
+    with Collection.open(db) as c:
+        c.index([library], index_kind="hnsw:m=12")
+        assert c.search_image(library / "coins.png", k=1)[0].path.endswith("coins.png")
+    assert load_index(db / INDEX_FILE).params["m"] == 12
+    # A lost index file is rebuilt from the stored vectors with the parameters it had.
+    (db / INDEX_FILE).unlink()
+    with Collection.open(db) as c:
+        assert c.search_image(library / "coins.png", k=1)[0].path.endswith("coins.png")
+    assert load_index(db / INDEX_FILE).params["m"] == 12
+    with Collection.open(db) as c, pytest.raises(InvalidInputError, match="no parameter nlist"):
+        c.index([library], index_kind="hnsw:nlist=4")
 
 
 def test_bad_files_are_skipped_with_reasons_and_not_retried(coll, library, photos):

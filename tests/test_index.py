@@ -23,6 +23,7 @@ from xmodal.index import (
     create_index,
     estimate_bytes,
     load_index,
+    parse_index_spec,
 )
 from xmodal.index.factory import FLAT_MAX_SCAN_BYTES
 from xmodal.index.flat import FlatIndex
@@ -434,3 +435,23 @@ def test_create_index_by_name_and_auto(data):
             bad()
     index = build("ivf", DIM, ids, vectors, nprobe=4)
     assert index.trained and index.count() == N and index.nprobe == 4
+
+
+def test_index_specs_name_a_kind_and_its_parameters():
+    assert parse_index_spec("auto") == ("auto", {})
+    assert parse_index_spec("hnsw") == ("hnsw", {})
+    assert parse_index_spec(" ivf:nlist=4096, nprobe=24") == ("ivf", {"nlist": 4096, "nprobe": 24})
+    assert parse_index_spec("ivf-pq:encoding=pq,pq_bits=6") == (
+        "ivf-pq",
+        {"encoding": "pq", "pq_bits": 6},
+    )
+    assert parse_index_spec("hnsw:rebuild_fraction=0.5") == ("hnsw", {"rebuild_fraction": 0.5})
+    for bad, reason in [
+        ("annoy", "unknown index kind"),
+        ("auto:nlist=4", "takes no parameters"),
+        ("ivf:nlist", "not NAME=VALUE"),
+        ("ivf:=4", "not NAME=VALUE"),
+        ("hnsw:nlist=4", "takes no parameter nlist"),
+    ]:
+        with pytest.raises(InvalidInputError, match=reason):
+            parse_index_spec(bad)

@@ -231,6 +231,18 @@ def _parse_size(text: str | None) -> int | None:
         raise click.BadParameter(f"{text!r} is not a size like 512M or 2G") from None
 
 
+def _index_spec(ctx, param, value: str | None) -> str | None:
+    from xmodal.index import parse_index_spec
+
+    if value is None:
+        return None
+    try:
+        parse_index_spec(value)
+    except XmodalError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
 @main.command("index")
 @click.argument("paths", nargs=-1)
 @_db_option
@@ -238,10 +250,11 @@ def _parse_size(text: str | None) -> int | None:
 @click.option(
     "--index",
     "index_kind",
-    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivf-pq"]),
-    default="auto",
-    show_default=True,
-    help="ANN index kind; auto picks from the collection size and --max-memory",
+    default=None,
+    callback=_index_spec,
+    help="ANN index: auto (picked from the collection size and --max-memory), flat, hnsw, ivf "
+    "or ivf-pq, optionally with parameters, e.g. ivf:nlist=4096,nprobe=24. Kept for later "
+    "runs. Default: the collection's last choice, else auto",
 )
 @click.option("--max-memory", default=None, help="memory budget for the index, e.g. 2G")
 @click.option("--follow-symlinks", is_flag=True, help="follow links that leave the folders")

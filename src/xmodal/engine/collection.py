@@ -13,6 +13,7 @@ corrupt or stale index is brought in step from the stored vectors.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -33,7 +34,7 @@ from xmodal.errors import (
     ModelMismatchError,
 )
 from xmodal.images import ImageSource
-from xmodal.index import KINDS, VectorIndex, build, choose_kind, load_index
+from xmodal.index import VectorIndex, build, choose_kind, load_index, parse_index_spec
 from xmodal.index.base import IndexFileError
 from xmodal.models.base import Encoder
 from xmodal.models.registry import canonical_name
@@ -170,7 +171,7 @@ class Collection:
         *,
         progress: bool = False,
         follow_symlinks: bool = False,
-        index_kind: str = "auto",
+        index_kind: str | None = None,
         max_memory_bytes: int | None = None,
         batch_size: int | None = None,
     ) -> IndexReport:
@@ -180,13 +181,14 @@ class Collection:
         New and changed files are embedded, vanished ones removed, moved and copied ones keep
         their vectors. Unreadable files are skipped with a reason and not retried until they
         change. Safe to kill at any moment: the next run completes the work.
+
+        index_kind: "auto", a kind, or a kind with parameters ("ivf:nlist=4096,nprobe=24"; see
+        xmodal.index.parse_index_spec). None: the collection's last choice, else "auto".
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidInputError("index takes a list of paths, not one path")
-        if index_kind != "auto" and index_kind not in KINDS:
-            raise InvalidInputError(
-                f"unknown index kind '{index_kind}': use auto, {', '.join(KINDS)}"
-            )
+        choice = index_kind or self._catalog.meta("index_choice") or "auto"
+        kind, params = parse_index_spec(choice)
         size = batch_size or get_settings().batch_size
         if size < 1:
             raise InvalidInputError(f"batch size must be at least 1, got {size}")
@@ -205,7 +207,9 @@ class Collection:
         report = indexer.run(found.files, scope=found.roots, unlisted=found.unlisted)
         report.skipped[:0] = [(os.fsdecode(p), reason) for p, reason in found.problems]
         self._apply_to_ann(indexer.inserted, indexer.deleted)
-        self._update_ann(index_kind, max_memory_bytes)
+        self._update_ann(kind, params, max_memory_bytes)
+        if index_kind:  # remembered, so later runs keep a large collection's chosen index
+            self._catalog.set_meta("index_choice", index_kind)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -379,8 +383,10 @@ class Collection:
         generation = self._catalog.generation
         ann = self._read_ann()
         if ann is None:
-            kind = self._catalog.meta("index_kind") or choose_kind(self.count(), self.dim)
-            self._ann = build(kind, self.dim, *self._catalog.vectors())
+            kind = self._catalog.meta("index_kind")
+            params = json.loads(self._catalog.meta("index_params") or "{}") if kind else {}
+            kind = kind or choose_kind(self.count(), self.dim)
+            self._ann = build(kind, self.dim, *self._catalog.vectors(), **params)
             self._ann_dirty = True  # saved by close() or the next index()
         elif self._catalog.meta("index_generation") == str(generation):
             self._ann = ann
@@ -413,23 +419,28 @@ class Collection:
             self._ann.add(*self._catalog.vectors(inserted))
             self._ann_dirty = True
 
-    def _update_ann(self, index_kind: str, max_memory_bytes: int | None) -> None:
+    def _update_ann(self, kind: str, params: dict, max_memory_bytes: int | None) -> None:
         """After indexing: the index in step, of the kind wanted, saved; untouched (not even
-        loaded) when the catalog did not change and the kind stays."""
+        loaded) when the catalog did not change and the kind stays. Parameters given (nlist, m,
+        ...) are compared with the saved index's own, and a difference is a rebuild; parameters
+        not given keep their values."""
         n = self.count()
         if n == 0 and self._ann is None:
             return
-        wanted = choose_kind(n, self.dim, max_memory_bytes) if index_kind == "auto" else index_kind
+        wanted = choose_kind(n, self.dim, max_memory_bytes) if kind == "auto" else kind
         catalog = self._catalog
         if (
             not self._ann_dirty
+            and not params
             and catalog.meta("index_kind") == wanted
             and catalog.meta("index_generation") == str(catalog.generation)
         ):
             return
-        if self._ann_in_step().kind != wanted:
-            # Switching kinds (say flat -> hnsw as the collection grows) is a rebuild.
-            self._ann = build(wanted, self.dim, *catalog.vectors())
+        ann = self._ann_in_step()
+        if ann.kind != wanted or any(ann.params.get(k) != v for k, v in params.items()):
+            # Another kind (say flat -> hnsw as the collection grows) or other parameters
+            # mean a rebuild from the stored vectors.
+            self._ann = build(wanted, self.dim, *catalog.vectors(), **params)
             self._ann_dirty = True
         if self._ann_dirty:
             self._save_ann()
@@ -439,6 +450,8 @@ class Collection:
         self._ann.save(self.db_path / INDEX_FILE)
         self._catalog.set_meta("index_generation", str(generation))
         self._catalog.set_meta("index_kind", self._ann.kind)
+        # What a rebuild uses if the file is lost: the saved index's own parameters.
+        self._catalog.set_meta("index_params", json.dumps(self._ann.params, sort_keys=True))
         self._ann_dirty = False
 
 

@@ -7,7 +7,15 @@ index.save(path); index = load_index(path)
 """
 
 from xmodal.index.base import Hits, IndexFileError, VectorIndex
-from xmodal.index.factory import KINDS, build, choose_kind, create_index, estimate_bytes, load_index
+from xmodal.index.factory import (
+    KINDS,
+    build,
+    choose_kind,
+    create_index,
+    estimate_bytes,
+    load_index,
+    parse_index_spec,
+)
 
 __all__ = [
     "KINDS",
@@ -19,4 +27,5 @@ __all__ = [
     "create_index",
     "estimate_bytes",
     "load_index",
+    "parse_index_spec",
 ]

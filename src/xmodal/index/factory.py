@@ -124,6 +124,47 @@ def choose_kind(n: int, dim: int, max_memory_bytes: int | None = None) -> str:
     )
 
 
+def parse_index_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """'ivf:nlist=4096,nprobe=24' -> ('ivf', {'nlist': 4096, 'nprobe': 24}); 'hnsw' -> ('hnsw', {}).
+
+    Values are read as int, else float, else kept as text; names must be the kind's constructor
+    parameters. "auto" takes none: it picks the kind and its defaults.
+    """
+    name, _, rest = spec.strip().partition(":")
+    if name == "auto":
+        if rest:
+            raise InvalidInputError("index kind 'auto' takes no parameters: name the kind")
+        return name, {}
+    kind = _kind(name)
+    params: dict[str, Any] = {}
+    for item in rest.split(",") if rest else []:
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not key or not eq or not value:
+            raise InvalidInputError(f"index parameter '{item}' is not NAME=VALUE (in '{spec}')")
+        params[key] = _number_or_text(value)
+    _check_params(kind, params)
+    return name, params
+
+
+def _number_or_text(value: str) -> int | float | str:
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _check_params(kind: IndexKind, params: dict[str, Any]) -> None:
+    accepted = set(inspect.signature(kind.load_class().__init__).parameters) - {"self", "dim"}
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise InvalidInputError(
+            f"index kind '{kind.name}' takes no parameter {', '.join(unknown)} "
+            f"(it takes {', '.join(sorted(accepted))})"
+        )
+
+
 def create_index(
     dim: int,
     kind: str = "auto",
@@ -138,12 +179,8 @@ def create_index(
     if kind == "auto":
         kind = choose_kind(expected_size, dim, max_memory_bytes)
     k = _kind(kind)
-    cls = k.load_class()
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "dim"}
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise InvalidInputError(f"index kind '{kind}' takes no parameter {', '.join(unknown)}")
-    return cls(dim, **{**k.defaults(dim, expected_size), **params})
+    _check_params(k, params)
+    return k.load_class()(dim, **{**k.defaults(dim, expected_size), **params})
 
 
 def build(kind: str, dim: int, ids: IdsLike, vectors: np.ndarray, **params) -> VectorIndex:
