@@ -122,6 +122,20 @@ class TrainAdapter(ABC):
         """Write the weights, and what loading needs besides the card, into the empty `folder`."""
 
 
+class ClipModuleAdapter(TrainAdapter):
+    """An encoder whose `model` is the whole two-tower module, temperature (`logit_scale`)
+    included: OpenCLIP and Hugging Face CLIP/SigLIP."""
+
+    def __init__(self, encoder: Encoder, base: str):
+        self.encoder = encoder
+        self.base = base
+        self.module = encoder.model
+
+    @property
+    def log_scale(self) -> torch.Tensor:
+        return self.module.logit_scale
+
+
 def _under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
 

@@ -9,7 +9,7 @@ import torch
 
 from xmodal.models import hub
 from xmodal.models.hf import HFEncoder
-from xmodal.train.adapters.base import Inputs, TowerParts, TrainAdapter
+from xmodal.train.adapters.base import ClipModuleAdapter, Inputs, TowerParts
 
 TOWERS = {
     # CLIP projects with visual_projection / text_projection; SigLIP has no projection but a
@@ -27,23 +27,17 @@ TOWERS = {
 }
 
 
-class HFAdapter(TrainAdapter):
+class HFAdapter(ClipModuleAdapter):
     backend = "hf"
     towers = TOWERS
 
     def __init__(self, encoder: HFEncoder, base: str):
-        self.encoder = encoder
-        self.base = base
-        self.module = encoder.model
+        super().__init__(encoder, base)
         self.siglip = encoder.kind == "siglip"
         if self.siglip:
             # SigLIP's temperature and bias are calibrated for its sigmoid; InfoNCE uses the
             # temperature as it is and has no use for the bias.
             self.frozen = ("logit_scale", "logit_bias")
-
-    @property
-    def log_scale(self) -> torch.Tensor:
-        return self.module.logit_scale
 
     def prepare_texts(self, texts: list[str]) -> Inputs:
         # As HFEncoder embeds: SigLIP padded to full length without a mask, CLIP to the longest

@@ -15,7 +15,7 @@ from open_clip.transformer import QuickGELU
 from xmodal.errors import ModelLoadError
 from xmodal.models import hub
 from xmodal.models.openclip import HF_HUB, OpenClipEncoder
-from xmodal.train.adapters.base import Inputs, TowerParts, TrainAdapter
+from xmodal.train.adapters.base import ClipModuleAdapter, Inputs, TowerParts
 
 # Names across open_clip's towers: its own ViT and text transformer, the text tower of
 # CustomTextCLIP models (under "text."), timm image trunks and Hugging Face text models.
@@ -37,22 +37,16 @@ TOWERS = {
 }
 
 
-class OpenClipAdapter(TrainAdapter):
+class OpenClipAdapter(ClipModuleAdapter):
     backend = "openclip"
     towers = TOWERS
 
     def __init__(self, encoder: OpenClipEncoder, base: str):
-        self.encoder = encoder
-        self.base = base
-        self.module = encoder.model
+        super().__init__(encoder, base)
         # SigLIP-style models score with a sigmoid and a learned bias; InfoNCE uses neither, so
         # their calibrated temperature and bias stay as they are.
         if getattr(self.module, "logit_bias", None) is not None:
             self.frozen = ("logit_scale", "logit_bias")
-
-    @property
-    def log_scale(self) -> torch.Tensor:
-        return self.module.logit_scale
 
     def prepare_texts(self, texts: list[str]) -> Inputs:
         return self.encoder.tokenizer(texts)
