@@ -308,3 +308,96 @@ def test_our_limit_governs_not_pillows_global(photo, monkeypatch):
         warnings.simplefilter("error")
         assert load_image(photo).size == (451, 300)
     assert Image.MAX_IMAGE_PIXELS == 1000
+
+
+# -- formats outside the allowlist ----------------------------------------------------------
+
+EPS = b"""%!PS-Adobe-3.0 EPSF-3.0
+%%BoundingBox: 0 0 16 16
+newpath 0 0 moveto 16 16 lineto stroke
+showpage
+%%EOF
+"""
+_LOAD_IN_CHILD = """
+import sys
+from xmodal.errors import ImageLoadError
+from xmodal.images import load_image
+try:
+    load_image(sys.argv[1])
+    print("decoded")
+except ImageLoadError as e:
+    print("refused:", e.reason)
+"""
+
+
+def _load_with_watched_ghostscript(tmp_path: Path, path: Path, formats: str | None):
+    """Load `path` in a fresh process whose PATH starts with a `gs` that leaves a mark when run
+    (then hands over to the real one, if any): whether Ghostscript was started is then a fact
+    on disk, not a guess."""
+    import shutil
+    import subprocess
+
+    bin_dir, mark = tmp_path / "bin", tmp_path / "ghostscript-ran"
+    bin_dir.mkdir(exist_ok=True)
+    real = shutil.which("gs")
+    gs = bin_dir / "gs"
+    gs.write_text(
+        f'#!/bin/sh\ntouch "{mark}"\n' + (f'exec "{real}" "$@"\n' if real else "exit 1\n")
+    )
+    gs.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("XMODAL_IMAGE_FORMATS", None)
+    if formats is not None:
+        env["XMODAL_IMAGE_FORMATS"] = formats
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_IN_CHILD, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), mark.exists()
+
+
+@pytest.mark.parametrize("name", ["drawing.eps", "renamed.jpg"])
+def test_eps_never_starts_ghostscript(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(EPS)
+    out, ran = _load_with_watched_ghostscript(tmp_path, path, None)
+    assert out.startswith("refused: EPS files are not decoded")
+    assert "XMODAL_IMAGE_FORMATS" in out
+    assert not ran
+
+
+def test_the_ghostscript_watch_sees_a_decode_when_eps_is_allowed(tmp_path):
+    # The same watch with EPS allowed on purpose: proves the test above can fail.
+    path = tmp_path / "drawing.eps"
+    path.write_bytes(EPS)
+    _, ran = _load_with_watched_ghostscript(tmp_path, path, "EPS,PNG")
+    assert ran
+
+
+def test_allowlist_from_the_environment(photo, monkeypatch, tmp_path):
+    png = tmp_path / "cat.png"
+    png.write_bytes(encoded(Image.open(photo).convert("RGB"), "PNG"))
+    jpeg = encoded(Image.open(photo).convert("RGB"), "JPEG")
+    monkeypatch.setenv("XMODAL_IMAGE_FORMATS", "jpeg")
+    assert load_image(jpeg).size == (451, 300)
+    assert "PNG files are not decoded" in load_error(png).reason
+    monkeypatch.delenv("XMODAL_IMAGE_FORMATS")
+    assert load_image(png).size == (451, 300)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX"])
+def test_other_pillow_formats_are_refused_by_default(photo, fmt):
+    data = encoded(Image.open(photo).convert("RGB").resize((32, 32)), fmt)
+    reason = load_error(data).reason
+    assert "not decoded" in reason or "not an image" in reason
+
+
+def test_multi_picture_jpeg_counts_as_jpeg(photo):
+    frames = [Image.open(photo).convert("RGB"), Image.open(photo).convert("L").convert("RGB")]
+    data = encoded(frames[0], "MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    assert load_image(data).size == (451, 300)

@@ -17,6 +17,9 @@ class Settings:
     num_threads: int | None = None
     lite_runtime: str = "auto"  # how lite's image tower runs: auto, onnx or torch
     cache_dir: str | None = None  # None: the per-user cache folder
+    device: str = "cpu"  # where models run: cpu, cuda, cuda:N, mps or auto
+    # Pillow formats that are decoded at all; anything else is skipped with a reason.
+    image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -29,7 +32,14 @@ class Settings:
             num_threads=int(threads) if threads else None,
             lite_runtime=env.get("XMODAL_LITE_RUNTIME") or cls.lite_runtime,
             cache_dir=env.get("XMODAL_CACHE") or None,
+            device=env.get("XMODAL_DEVICE") or cls.device,
+            image_formats=_formats(env.get("XMODAL_IMAGE_FORMATS")) or cls.image_formats,
         )
+
+
+def _formats(raw: str | None) -> tuple[str, ...]:
+    """XMODAL_IMAGE_FORMATS="JPEG,PNG": Pillow format names, case-insensitive."""
+    return tuple(f.strip().upper() for f in (raw or "").split(",") if f.strip())
 
 
 def get_settings() -> Settings:

@@ -61,3 +61,11 @@ class CollectionNotFoundError(CatalogError, FileNotFoundError):
 
 class ModelMismatchError(XmodalError):
     """A collection opened with a different model than the one its vectors came from."""
+
+
+class CollectionBusyError(CatalogError):
+    """Another process is writing the collection (indexing it) and the caller chose not to wait."""
+
+
+class DeviceError(ModelLoadError):
+    """A device (cuda, cuda:N, mps) that this machine or this install cannot use."""

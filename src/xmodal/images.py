@@ -101,19 +101,34 @@ def _load_stream(
     if image is None:
         if looks_heif and not heif_ready:
             raise ImageLoadError(name, _HEIF_MISSING)
+        refused = _refused_format(header)
+        if refused is not None:
+            allowed = ", ".join(sorted(allowed_formats()))
+            raise ImageLoadError(
+                name,
+                f"{refused} files are not decoded (allowed formats: {allowed}; "
+                "XMODAL_IMAGE_FORMATS changes the list)",
+            )
         raise ImageLoadError(name, "not an image, or an unsupported image format")
     return _finish(name, image, limit, background)
 
 
 def _identify(fp: IO[bytes], header: bytes) -> ImageFile.ImageFile | None:
-    """Image.open without its built-in bomb check, or None when no format accepts the data.
+    """Image.open limited to the allowed formats and without its built-in bomb check, or None
+    when no allowed format accepts the data.
 
+    Only allowlisted raster formats are tried: Pillow's other plugins include EPS, whose
+    decoder runs a Ghostscript subprocess on whatever the file says (also when it is renamed
+    .jpg), and rarely used formats with little-tested parsers.
     Image.open compares against the process-wide Image.MAX_IMAGE_PIXELS and raises on images
     over twice that before we learn their size; our own limit is applied from the header instead,
     and the global is left alone for other users of Pillow in the process.
     """
     Image.init()
+    allowed = allowed_formats()
     for fmt in Image.ID:
+        if fmt not in allowed:
+            continue
         factory, accept = Image.OPEN[fmt]
         if accept is not None and accept(header) is not True:
             continue
@@ -122,6 +137,26 @@ def _identify(fp: IO[bytes], header: bytes) -> ImageFile.ImageFile | None:
             return factory(fp, "")
         except _NOT_THIS_FORMAT:
             continue
+    return None
+
+
+def allowed_formats() -> frozenset[str]:
+    """Pillow format names decoded at all (XMODAL_IMAGE_FORMATS; JPEG includes MPO, the
+    multi-picture JPEG many cameras write)."""
+    names = {f.upper() for f in get_settings().image_formats}
+    if "JPEG" in names:
+        names.add("MPO")
+    return frozenset(names)
+
+
+def _refused_format(header: bytes) -> str | None:
+    """The name of a known but not allowed format that claims `header` (checked by signature
+    only: nothing is parsed or run)."""
+    allowed = allowed_formats()
+    for fmt in Image.ID:
+        _, accept = Image.OPEN[fmt]
+        if fmt not in allowed and accept is not None and accept(header) is True:
+            return fmt
     return None
 
 
