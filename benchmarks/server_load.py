@@ -1,20 +1,25 @@
 """Load on a real `xmodal serve` over loopback: throughput and latency of /embed/text and
-/search at 1 and 32 concurrent clients, with micro-batching on and off, in one run.
+/search at 1 and 32 concurrent clients, with micro-batching on and off, in one run; then
+/search at 8 clients alone and while another client adds items (POST /items) non-stop.
 
-    python benchmarks/server_load.py [--model lite] [--seconds 15] [--soak 60]
+    python benchmarks/server_load.py [--model lite] [--seconds 15] [--soak 60] [--mixed 15]
 
 The server runs in its own process (so the load generator's GIL does not slow it), once with
 micro-batching (XMODAL_MAX_BATCH=64) and once without (XMODAL_MAX_BATCH=1). Every request has a
 distinct text, so nothing is answered from a cache. Each scenario stops after --seconds or
 --max-requests, whichever comes first; --soak then runs a mixed load for that many seconds
-and the script exits non-zero if any request failed. Loopback only.
+and the script exits non-zero if any request failed. The mixed run (--mixed seconds per half,
+0 = skip) shows what adding costs searches: adds decode and embed outside the collection lock,
+so searches wait only for the model thread they share and a short catalog write. Loopback only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,6 +29,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from PIL import Image
 
 from xmodal.engine.collection import Collection
 from xmodal.samples import sample_photos
@@ -118,6 +124,48 @@ async def load(url: str, endpoints: list[str], clients: int, seconds: float, cap
     }
 
 
+async def add_items(url: str, stop: asyncio.Event, size: int = 128) -> dict:
+    """POST /items one after another until `stop`: distinct noise images (none is a copy)."""
+    rng = np.random.default_rng(0)
+    added, errors = 0, []
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            png = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(png, "PNG")
+            files = [("file", (f"added-{added}.png", png.getvalue(), "image/png"))]
+            try:
+                r = await client.post("/items", files=files)
+                if r.status_code != 201:
+                    errors.append(f"{r.status_code} {r.text[:100]}")
+            except httpx.HTTPError as e:
+                errors.append(f"{type(e).__name__}: {e}")
+            added += 1
+    return {"added": added, "errors": errors}
+
+
+async def searches_while_adding(url: str, clients: int, seconds: float) -> tuple[dict, dict]:
+    stop = asyncio.Event()
+    adder = asyncio.create_task(add_items(url, stop))
+    searched = await load(url, ["/search"], clients, seconds, 10**7)
+    stop.set()
+    return searched, await adder
+
+
+def mixed_run(url: str, seconds: float, clients: int = 8) -> list[str]:
+    """/search at `clients` clients alone, then with items added continuously."""
+    alone = asyncio.run(load(url, ["/search"], clients, seconds, 10**7))
+    print(line(f"/search x{clients}, no adds", alone), flush=True)
+    busy, adds = asyncio.run(searches_while_adding(url, clients, seconds))
+    print(line(f"/search x{clients}, adding", busy), flush=True)
+    print(
+        f"  {adds['added']} items added in {seconds:.0f} s ({adds['added'] / seconds:.1f}/s); "
+        f"search p50 x{busy['p50'] / alone['p50']:.2f}, p99 x{busy['p99'] / alone['p99']:.2f} "
+        "with adds",
+        flush=True,
+    )
+    return alone["errors"] + busy["errors"] + adds["errors"]
+
+
 def line(label: str, r: dict) -> str:
     return (
         f"{label:34} {r['requests']:7d} {r['rps']:8.1f} {r['p50']:8.1f} {r['p99']:8.1f} "
@@ -132,6 +180,9 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=20_000, help="per scenario")
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--soak", type=float, default=0, help="seconds of mixed load, 0 = skip")
+    ap.add_argument(
+        "--mixed", type=float, default=15, help="seconds of searches, alone and while adding"
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="xmodal-load-"))
@@ -162,6 +213,14 @@ def main() -> None:
                 )
                 failures += r["errors"]
                 print(line(f"soak {args.soak:.0f} s mixed x{args.clients}", r), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if args.mixed:  # on a copy: the adds grow the collection
+        shutil.copytree(work / "db", work / "db-mixed")
+        proc, url = start_server(work / "db-mixed", args.model, 64)
+        try:
+            failures += mixed_run(url, args.mixed)
         finally:
             proc.terminate()
             proc.wait(timeout=30)

@@ -178,3 +178,29 @@ def test_roots_and_metadata(catalog):
         assert not catalog.set_metadata(item_id + 1, {})
     assert catalog.roots() == [b"/more", b"/photos"]
     assert catalog.item(item_id).metadata == {"album": "summer", "stars": 4}
+
+
+def test_another_connections_commits_show_in_data_version_and_not_inside_a_snapshot(tmp_path):
+    reader, writer = Catalog(tmp_path / "c.sqlite"), Catalog(tmp_path / "c.sqlite")
+    try:
+        before, own = reader.data_version(), writer.data_version()
+        with writer.transaction():
+            writer.insert_file(row(b"a.png"), unit(0))
+        assert writer.data_version() == own  # its own commits do not count
+        assert reader.data_version() != before
+        with reader.reading():
+            generation, ids = reader.generation, reader.ids()
+            with writer.transaction():  # WAL: a reader's snapshot never blocks a writer
+                writer.insert_file(row(b"b.png", b"g" * 16), unit(1))
+            with reader.reading():  # nested: the same snapshot
+                assert (reader.generation, reader.ids().tolist()) == (generation, ids.tolist())
+            with pytest.raises(CatalogError, match="nest"):
+                reader.transaction().__enter__()
+        assert reader.generation == generation + 1 and reader.count() == 2
+        assert reader.file_state(b"/photos/b.png").hash == b"g" * 16
+        assert reader.file_state(b"/photos/none.png") is None
+        assert reader.id_with_hash(b"g" * 16) == reader.file_state(b"/photos/b.png").id
+        assert reader.id_with_hash(b"x" * 16) is None
+    finally:
+        reader.close()
+        writer.close()

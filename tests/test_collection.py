@@ -306,6 +306,48 @@ def test_add_file_and_remove(coll, library, tmp_path):
         coll.add_file(tmp_path / "missing.png")
 
 
+def test_prepared_files_are_stored_replaced_and_shared_like_indexed_ones(coll, library, tmp_path):
+    coll.index([library])
+    extra = tmp_path / "upload.png"
+    Image.open(library / "flower.png").rotate(45).save(extra)
+    prepared = coll.prepare_file(extra)  # no catalog row yet: preparing writes nothing
+    assert coll.count() == 14 and prepared.width == Image.open(extra).width
+    (vector,) = coll.encoder.embed_prepared([prepared.pixels])
+    with pytest.raises(InvalidInputError, match="32"):
+        coll.add_prepared(prepared, vector[:5])
+    assert coll.count() == 14  # refused before anything was written
+    item = coll.add_prepared(prepared, vector)
+    assert coll.search_image(extra, k=1)[0].id == item.id
+    # New bytes at the same path replace the row; a copy of an indexed file shares its vector.
+    Image.open(library / "horse.png").save(extra)
+    again = coll.prepare_file(extra)
+    replaced = coll.add_prepared(again, coll.encoder.embed_prepared([again.pixels])[0])
+    assert replaced.id != item.id and coll.get(item.id) is None and coll.count() == 15
+    horse = item_at(coll, library / "horse.png").id
+    np.testing.assert_array_equal(vector_of(coll, replaced.id), vector_of(coll, horse))
+    assert {h.id for h in coll.search_image(extra, k=2)} == {horse, replaced.id}
+
+
+def test_db_path_is_absolute_and_path_containment_resolves_links(tmp_path, library, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (20, 10), "red").save(outside / "secret.png")
+    (library / "link.png").symlink_to(outside / "secret.png")
+    with Collection.open("db", FakeEncoder(32)) as c:
+        assert c.db_path == tmp_path / "db"
+        c.index([library], follow_symlinks=True)
+        assert c.contains_path(library / "clock.png") and c.contains_path("library/clock.png")
+        assert not c.contains_path(outside / "secret.png")
+        assert not c.contains_path(library / "link.png")  # lies outside once resolved
+        link = item_at(c, library / "link.png")
+        assert c.servable_path(link) is None
+        clock = item_at(c, library / "clock.png")
+        assert c.servable_path(clock) == library / "clock.png"
+        (library / "clock.png").unlink()
+        assert c.servable_path(clock) is None  # gone from disk
+
+
 def test_index_kind_can_be_forced_is_kept_and_goes_back_to_auto(tmp_path, library):
     db = tmp_path / "db"
     with Collection.open(db, FakeEncoder(32)) as c:

@@ -108,7 +108,10 @@ class SkipState:
 class Catalog:
     """SQLite in WAL mode. Writes go inside `transaction()`; each one that adds or deletes
     vectors bumps `generation`, which the saved ANN index is compared against (moves, touches,
-    roots and skips leave the ANN index as it is).
+    roots and skips leave the ANN index as it is). Other processes may write the same file:
+    `data_version()` tells cheaply that one did, `reading()` gives a consistent snapshot.
+    Writers of a collection take its file lock first (engine/lock.py), so the catalog has
+    one writer at a time.
 
     One connection; usable from any thread, but from one thread at a time.
     """
@@ -129,6 +132,7 @@ class Catalog:
             raise CatalogError(f"{self.path}: cannot open the catalog ({e})") from e
         self._in_transaction = False
         self._changed = False
+        self._reading = 0
 
     def close(self) -> None:
         self._db.close()
@@ -137,7 +141,7 @@ class Catalog:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        if self._in_transaction:
+        if self._in_transaction or self._reading:
             raise CatalogError("catalog transactions do not nest")
         self._db.execute("BEGIN IMMEDIATE")
         self._in_transaction, self._changed = True, False
@@ -153,6 +157,29 @@ class Catalog:
             raise
         finally:
             self._in_transaction = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Reads in the block see one snapshot, whatever other processes commit meanwhile
+        (WAL: a read transaction never blocks writers). Nests; not inside transaction()."""
+        if self._in_transaction:
+            yield
+            return
+        if self._reading == 0:
+            self._db.execute("BEGIN DEFERRED")
+            self._db.execute("SELECT 1 FROM meta LIMIT 1")  # the snapshot starts at a read
+        self._reading += 1
+        try:
+            yield
+        finally:
+            self._reading -= 1
+            if self._reading == 0:
+                self._db.execute("COMMIT")
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits to the file (not on this one's own
+        commits): a check cheap enough for every query."""
+        return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     def _write(
         self,
@@ -195,6 +222,18 @@ class Catalog:
     def file_states(self) -> dict[bytes, FileState]:
         rows = self._db.execute("SELECT path, id, size, mtime_ns, hash FROM files")
         return {path: FileState(*rest) for path, *rest in rows}
+
+    def file_state(self, path: bytes) -> FileState | None:
+        row = self._db.execute(
+            "SELECT id, size, mtime_ns, hash FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return None if row is None else FileState(*row)
+
+    def id_with_hash(self, digest: bytes) -> int | None:
+        """An indexed file holding exactly these bytes (its vector can be shared)."""
+        row = self._db.execute("SELECT id FROM files WHERE hash = ? LIMIT 1", (digest,))
+        found = row.fetchone()
+        return None if found is None else found[0]
 
     def skip_states(self) -> dict[bytes, SkipState]:
         rows = self._db.execute("SELECT path, size, mtime_ns, reason FROM skipped")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from xmodal.atomic import atomic_write
 from xmodal.errors import InvalidInputError, MissingDataError, MissingExtraError
 
 
@@ -83,9 +84,8 @@ def sample_photos(folder: str | Path, names: list[str] | None = None) -> list[Sa
         label, source = PHOTOS[name]
         path = folder / f"{name}.png"
         if not path.exists():
-            tmp = path.with_suffix(".tmp")
-            Image.fromarray(_pixels(name, source)).save(tmp, format="PNG")
-            tmp.replace(path)
+            with atomic_write(path, fsync=False) as f:  # concurrent test runs share the folder
+                Image.fromarray(_pixels(name, source)).save(f, format="PNG")
         photos.append(SamplePhoto(name, label, path))
     return photos
 
@@ -213,9 +213,8 @@ def emoji_images(folder: str | Path, split: str | None = None) -> list[Captioned
             font = font or ImageFont.truetype(str(EMOJI_FONT), EMOJI_FONT_SIZE)
             canvas = Image.new("RGBA", (136, 128), (0, 0, 0, 0))  # the font's bitmap size
             ImageDraw.Draw(canvas).text((0, 0), ch, font=font, embedded_color=True)
-            tmp = path.with_suffix(".tmp")
-            canvas.save(tmp, format="PNG")
-            tmp.replace(path)
+            with atomic_write(path, fsync=False) as f:
+                canvas.save(f, format="PNG")
         block = next(lo for lo, hi in EMOJI_BLOCKS if lo <= ord(ch) < hi)
         items.append(CaptionedImage(caption, path, f"U+{block:04X}"))
     return items

@@ -1,9 +1,9 @@
 """A searchable image collection on disk: the Python API that the CLI and the server use.
 
-A collection is a folder holding `catalog.sqlite` (the truth: files, hashes, vectors) and
-`vectors.index` (a saved ANN index, derived state). The index file is written atomically after
-changes and the catalog records which catalog generation it reflects; on open, a missing,
-corrupt or stale index is brought in step from the stored vectors.
+A collection is a folder holding `catalog.sqlite` (the truth: files, hashes, vectors),
+`vectors.index` (a saved ANN index, derived state; see engine/ann.py) and `write.lock`.
+Many processes may read a collection while one writes it: writes take the folder's file
+lock (engine/lock.py), and readers bring their index in step before each query.
 
     with Collection.open("~/photos.xmodal") as photos:
         photos.index(["~/Pictures"], progress=True)
@@ -13,41 +13,54 @@ corrupt or stale index is brought in step from the stored vectors.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import hashlib
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from xmodal.catalog import Catalog, Item
+from xmodal.catalog import Catalog, FileRow, Item
 from xmodal.config import get_settings
-from xmodal.engine.indexer import Indexer, IndexReport
+from xmodal.engine.ann import AnnState
+from xmodal.engine.indexer import Indexer, IndexReport, sidecar_caption
+from xmodal.engine.lock import WriterLock
 from xmodal.errors import (
+    CatalogError,
     CollectionNotFoundError,
     ImageLoadError,
     InvalidInputError,
     ModelMismatchError,
 )
-from xmodal.images import ImageSource
-from xmodal.index import VectorIndex, build, choose_kind, load_index, parse_index_spec
-from xmodal.index.base import IndexFileError
+from xmodal.images import ImageSource, load_image
+from xmodal.index import choose_kind, parse_index_spec
 from xmodal.models.base import Encoder
 from xmodal.models.registry import canonical_name
-from xmodal.scan import FoundFile, display_path, scan, to_bytes
+from xmodal.scan import display_path, is_under, scan, to_bytes
 
 CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.index"
 # Temp files of an index save killed midway; younger ones may belong to a save in progress.
 _STALE_TEMP_SECONDS = 3600
+# How long a short write (add, remove, metadata) waits for a writer such as `xmodal index`.
+SHORT_WRITE_WAIT_SECONDS = 30.0
 # Near-duplicate queries per range search: bounds the memory of FAISS's result lists.
 _DEDUP_CHUNK = 4096
 
-__all__ = ["Collection", "DuplicateGroup", "IndexReport", "Item", "SearchHit", "default_db_path"]
+__all__ = [
+    "Collection",
+    "DuplicateGroup",
+    "IndexReport",
+    "Item",
+    "PreparedFile",
+    "SearchHit",
+    "default_db_path",
+]
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,21 @@ class DuplicateGroup:
     members: list[SearchHit]  # the others, with their similarity to `first`, best first
 
 
+@dataclass(frozen=True)
+class PreparedFile:
+    """An image file read, hashed, decoded and made model input: what add_prepared() stores
+    once its vector is known. Made without the writer lock or the catalog."""
+
+    path: bytes
+    size: int
+    mtime_ns: int
+    hash: bytes
+    width: int
+    height: int
+    caption: str | None
+    pixels: Any  # the encoder's prepare_image() output, for embed_prepared()
+
+
 def default_db_path() -> Path:
     """$XMODAL_DB, else the per-user data folder's `default` collection."""
     if os.environ.get("XMODAL_DB"):
@@ -75,17 +103,21 @@ def default_db_path() -> Path:
 class Collection:
     """Images indexed with one model, searchable by text, image or vector.
 
-    Not thread-safe: a server calls it from one thread at a time. One process writes a
-    collection at a time.
+    Not thread-safe: a server calls it from one thread at a time (prepare_file() and
+    writer() excepted). One process writes a collection at a time (the writer lock); every
+    query first takes in what other processes changed.
     """
 
-    def __init__(self, db_path: Path, catalog: Catalog, encoder: Encoder | None):
+    def __init__(
+        self, db_path: Path, catalog: Catalog, encoder: Encoder | None, device: str | None = None
+    ):
         self.db_path = db_path
         self._catalog = catalog
         self._encoder = encoder
+        self._device = device  # where the model runs once loaded (None: XMODAL_DEVICE, else cpu)
         self._encoder_lock = threading.Lock()  # worker threads may be first to need the model
-        self._ann: VectorIndex | None = None
-        self._ann_dirty = False
+        self._ann = AnnState(catalog, db_path / INDEX_FILE, lambda: self.dim)
+        self._lock = WriterLock(db_path)
 
     @classmethod
     def open(
@@ -94,13 +126,21 @@ class Collection:
         model: str | Encoder | None = None,
         *,
         create: bool = True,
+        device: str | None = None,
     ) -> Collection:
         """Open (or create) the collection in folder `db` (default: default_db_path()).
 
         A new collection is bound to `model` (default: $XMODAL_MODEL or 'lite'); an existing
         one opens with its own model, and naming another raises ModelMismatchError.
+        device: where the model runs when it is loaded (cpu, cuda, cuda:N, mps, auto; None:
+        XMODAL_DEVICE, else cpu); checked now, so a bad one fails before any work.
         """
-        db_path = default_db_path() if db is None else Path(db).expanduser()
+        if device is not None:
+            from xmodal.models.device import resolve_device
+
+            resolve_device(device)
+        # Absolute: paths inside it (uploads) compare equal to the absolute paths stored.
+        db_path = (default_db_path() if db is None else Path(db).expanduser()).resolve()
         if not (db_path / CATALOG_FILE).exists():
             if not create:
                 raise CollectionNotFoundError(
@@ -113,7 +153,7 @@ class Collection:
         asked = encoder.name if encoder is not None else model and canonical_name(model)
         catalog.set_meta("model", asked or get_settings().model, only_if_missing=True)
         catalog.set_meta("created", _utc_now(), only_if_missing=True)
-        collection = cls(db_path, catalog, None)
+        collection = cls(db_path, catalog, None, device)
         try:
             if asked is not None and asked != collection.model_name:
                 raise collection._mismatch(asked)
@@ -144,7 +184,7 @@ class Collection:
             if self._encoder is None:
                 from xmodal.models import load_model
 
-                self._adopt(load_model(self.model_name))
+                self._adopt(load_model(self.model_name, device=self._device))
             return self._encoder
 
     def _adopt(self, encoder: Encoder) -> None:
@@ -174,6 +214,8 @@ class Collection:
         index_kind: str | None = None,
         max_memory_bytes: int | None = None,
         batch_size: int | None = None,
+        wait: bool = False,
+        on_wait: Callable[[], None] | None = None,
     ) -> IndexReport:
         """Bring the collection in step with the image files under `paths` (folders walked,
         files taken as they are; none: every folder indexed before).
@@ -184,19 +226,32 @@ class Collection:
 
         index_kind: "auto", a kind, or a kind with parameters ("ivf:nlist=4096,nprobe=24"; see
         xmodal.index.parse_index_spec). None: the collection's last choice, else "auto".
+
+        Holds the writer lock throughout: if another process writes the collection, raises
+        CollectionBusyError, or with wait=True calls on_wait() once and waits its turn.
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidInputError("index takes a list of paths, not one path")
-        choice = index_kind or self._catalog.meta("index_choice") or "auto"
-        kind, params = parse_index_spec(choice)
         size = batch_size or get_settings().batch_size
         if size < 1:
             raise InvalidInputError(f"batch size must be at least 1, got {size}")
+        with self._lock.hold(wait=wait, on_wait=on_wait):
+            return self._index_locked(
+                paths, progress, follow_symlinks, index_kind, max_memory_bytes, size
+            )
+
+    def _index_locked(
+        self, paths, progress, follow_symlinks, index_kind, max_memory_bytes, size
+    ) -> IndexReport:
+        choice = index_kind or self._catalog.meta("index_choice") or "auto"
+        kind, params = parse_index_spec(choice)
         started = time.perf_counter()
+        self._ann.refresh()
         roots = [to_bytes(p) for p in paths] or self._catalog.roots()
         found = scan(roots, follow_symlinks=follow_symlinks)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)
+        # Built under the lock: the files it compares against cannot change under it.
         indexer = Indexer(
             self._catalog,
             lambda: self.encoder,
@@ -206,43 +261,108 @@ class Collection:
         )
         report = indexer.run(found.files, scope=found.roots, unlisted=found.unlisted)
         report.skipped[:0] = [(os.fsdecode(p), reason) for p, reason in found.problems]
-        self._apply_to_ann(indexer.inserted, indexer.deleted)
+        self._ann.applied(indexer.inserted, indexer.deleted)
         self._update_ann(kind, params, max_memory_bytes)
         if index_kind:  # remembered, so later runs keep a large collection's chosen index
             self._catalog.set_meta("index_choice", index_kind)
         report.seconds = time.perf_counter() - started
         return report
 
-    def add_file(self, path: str | os.PathLike) -> Item:
-        """Index one image file now (the server's upload); raises ImageLoadError if unreadable."""
+    @contextlib.contextmanager
+    def writer(self, *, wait: bool = True, timeout: float | None = None) -> Iterator[None]:
+        """Hold the writer lock for a block (reentrant): a caller that serialises its calls
+        under its own lock takes this one first, so a wait here blocks none of its readers."""
+        with self._lock.hold(wait=wait, timeout=timeout):
+            yield
+
+    def _short_write(self):
+        return self._lock.hold(timeout=SHORT_WRITE_WAIT_SECONDS)
+
+    def prepare_file(
+        self, path: str | os.PathLike, *, max_pixels: int | None = None
+    ) -> PreparedFile:
+        """Read, hash, decode and prepare one image file for the model, touching neither the
+        catalog nor the lock (thread-safe). ImageLoadError if it is not a readable image."""
         path_bytes = to_bytes(path)
+        shown = display_path(path_bytes)
         try:
-            st = os.stat(path_bytes)
+            with open(path_bytes, "rb") as f:
+                st = os.fstat(f.fileno())
+                data = f.read()
         except OSError as e:
-            raise ImageLoadError(display_path(path_bytes), e.strerror or str(e)) from None
-        indexer = Indexer(self._catalog, lambda: self.encoder, batch_size=1, workers=1)
-        report = indexer.run([FoundFile(path_bytes, st.st_size, st.st_mtime_ns)])
-        if report.skipped:
-            raise ImageLoadError(display_path(path_bytes), report.skipped[0][1])
-        self._apply_to_ann(indexer.inserted, indexer.deleted)
-        return self._catalog.item_at(path_bytes)
+            raise ImageLoadError(shown, e.strerror or str(e)) from None
+        try:
+            image = load_image(data, max_pixels=max_pixels)
+        except ImageLoadError as e:
+            raise type(e)(shown, e.reason) from None
+        return PreparedFile(
+            path_bytes,
+            st.st_size,
+            st.st_mtime_ns,
+            hashlib.blake2b(data, digest_size=16).digest(),
+            image.width,
+            image.height,
+            sidecar_caption(path_bytes),
+            self.encoder.prepare_image(image),
+        )
+
+    def add_prepared(self, prepared: PreparedFile, vector: np.ndarray) -> Item:
+        """Store a prepared file with its vector (one short transaction under the writer
+        lock) and add it to the index; a file already indexed at that path is replaced."""
+        vector = np.asarray(vector, np.float32).reshape(-1)
+        if vector.size != self.dim or not np.isfinite(vector).all():
+            raise InvalidInputError(f"a vector of {self.dim} finite numbers is needed")
+        if abs(float(np.linalg.norm(vector)) - 1) > 1e-2:
+            raise InvalidInputError("the vector must be L2-normalised")
+        p = prepared
+        row = FileRow(p.path, p.size, p.mtime_ns, p.hash, p.width, p.height, p.caption)
+        with self._short_write():
+            self._ann.refresh()
+            catalog = self._catalog
+            old = catalog.file_state(p.path)
+            inserted, deleted = [], []
+            with catalog.transaction():
+                if old is not None and old.hash == p.hash:
+                    catalog.touch_file(old.id, p.size, p.mtime_ns)
+                else:
+                    if old is not None:
+                        catalog.delete_files([old.id])
+                        deleted.append(old.id)
+                    source = catalog.id_with_hash(p.hash)
+                    # Same bytes as an indexed file: share its vector, as index() does.
+                    new_id = (
+                        catalog.insert_copy(row, source)
+                        if source is not None
+                        else catalog.insert_file(row, vector)
+                    )
+                    inserted.append(new_id)
+            self._ann.applied(inserted, deleted)
+        return catalog.item_at(p.path)
+
+    def add_file(self, path: str | os.PathLike) -> Item:
+        """Index one image file now; raises ImageLoadError if unreadable."""
+        prepared = self.prepare_file(path)
+        (vector,) = self.encoder.embed_prepared([prepared.pixels])
+        return self.add_prepared(prepared, vector)
 
     def remove(self, item_id: int) -> bool:
         """Forget one item (its file stays on disk: a later index() of its folder re-adds it)."""
-        with self._catalog.transaction():
-            removed = self._catalog.delete_files([item_id]) > 0
-        if removed:
-            self._apply_to_ann([], [item_id])
+        with self._short_write():
+            self._ann.refresh()
+            with self._catalog.transaction():
+                removed = self._catalog.delete_files([item_id]) > 0
+            if removed:
+                self._ann.applied([], [item_id])
         return removed
 
     def add_root(self, path: str | os.PathLike) -> None:
         """Record a folder as indexed without scanning it (the server's upload folder)."""
-        with self._catalog.transaction():
+        with self._short_write(), self._catalog.transaction():
             self._catalog.add_roots([to_bytes(path)])
 
     def set_metadata(self, item_id: int, metadata: dict[str, Any]) -> bool:
         """Replace an item's user metadata (any JSON object); False if there is no such item."""
-        with self._catalog.transaction():
+        with self._short_write(), self._catalog.transaction():
             return self._catalog.set_metadata(item_id, metadata)
 
     # -- reading ------------------------------------------------------------------------------
@@ -257,6 +377,19 @@ class Collection:
     def roots(self) -> list[str]:
         """The folders (and single files) indexed so far, absolute."""
         return [os.fsdecode(r) for r in self._catalog.roots()]
+
+    def contains_path(self, path: str | os.PathLike) -> bool:
+        """Whether `path`, links resolved, lies inside a folder (or is a file) indexed."""
+        real = os.path.realpath(to_bytes(path))
+        return any(is_under(real, os.path.realpath(r)) for r in self._catalog.roots())
+
+    def servable_path(self, item: Item) -> Path | None:
+        """The item's file, links resolved, if it is a file inside an indexed root: what a
+        server may send. None for a file gone or lying (through a link) outside them."""
+        real = os.path.realpath(os.fsencode(item.path))
+        if os.path.isfile(real) and self.contains_path(real):
+            return Path(os.fsdecode(real))
+        return None
 
     def vector(self, item_id: int) -> np.ndarray | None:
         """An item's stored vector ("more like this" without re-encoding), or None."""
@@ -278,13 +411,15 @@ class Collection:
         allowed = None if not where else self._catalog.ids_where(where)
         if self.count() == 0 or (allowed is not None and allowed.size == 0):
             return [[] for _ in range(n)]
-        results = self._ann_in_step().search(vectors, k, filter=allowed)
+        results = self._ann.current().search(vectors, k, filter=allowed)
         paths = self._catalog.paths(np.concatenate([h.ids for h in results]))
+        # An id that another process deleted since the index was brought in step has no path:
+        # dropped, it was gone a moment later anyway.
         return [
             [
                 SearchHit(int(i), os.fsdecode(paths[int(i)]), float(s))
                 for i, s in zip(hits.ids, hits.scores)
-                if threshold is None or s >= threshold
+                if int(i) in paths and (threshold is None or s >= threshold)
             ]
             for hits in results
         ]
@@ -319,7 +454,7 @@ class Collection:
         """
         if self.count() < 2:
             return []
-        ann = self._ann_in_step()
+        ann = self._ann.current()
         ids, vectors = self._catalog.vectors()
         neighbours: dict[int, Any] = {}
         for start in range(0, len(ids), _DEDUP_CHUNK):
@@ -329,24 +464,12 @@ class Collection:
             ):
                 if len(hits) > 1:
                     neighbours[int(item_id)] = hits
-        sizes = self._catalog.sizes()
-        taken: set[int] = set()
-        groups: list[tuple[int, list[tuple[int, float]]]] = []
-        for first in sorted(neighbours, key=lambda i: (-sizes[i][0], -sizes[i][1], i)):
-            if first in taken:
-                continue
-            hits = neighbours[first]
-            members = [
-                (int(i), float(s))
-                for i, s in zip(hits.ids, hits.scores)
-                if i != first and int(i) not in taken
-            ]
-            if members:
-                taken.update([first, *(i for i, _ in members)])
-                groups.append((first, members))
-        paths = self._catalog.paths(
-            [i for first, members in groups for i in [first, *(m for m, _ in members)]]
-        )
+        with self._catalog.reading():  # sizes and paths of the same items
+            sizes = self._catalog.sizes()
+            groups = _groups(neighbours, sizes)
+            paths = self._catalog.paths(
+                [i for first, members in groups for i in [first, *(m for m, _ in members)]]
+            )
 
         def hit(item_id: int, score: float) -> SearchHit:
             return SearchHit(item_id, os.fsdecode(paths[item_id]), score)
@@ -361,9 +484,16 @@ class Collection:
     # -- lifetime -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        if self._ann_dirty:
-            self._save_ann()
-        self._catalog.close()
+        """Save the index if it changed here and no other process is writing (it is
+        derived state: the next writer or reader brings it in step anyway)."""
+        try:
+            # Busy, or a folder we may not write (no lock file): another writer saves it.
+            with contextlib.suppress(CatalogError):
+                if self._ann.loaded and self._ann_stale_on_disk():
+                    with self._lock.hold(wait=False):
+                        self._save_ann()
+        finally:
+            self._catalog.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -374,50 +504,16 @@ class Collection:
     def __repr__(self) -> str:
         return f"<Collection {self.db_path} model={self.model_name}>"
 
-    # -- the ANN index: derived from the catalog's vectors --------------------------------------
+    # -- the ANN index: derived from the catalog's vectors (engine/ann.py) ----------------------
 
-    def _ann_in_step(self) -> VectorIndex:
-        """The ANN index, loaded on first use and reconciled with the catalog."""
-        if self._ann is not None:
-            return self._ann
-        generation = self._catalog.generation
-        ann = self._read_ann()
-        if ann is None:
-            kind = self._catalog.meta("index_kind")
-            params = json.loads(self._catalog.meta("index_params") or "{}") if kind else {}
-            kind = kind or choose_kind(self.count(), self.dim)
-            self._ann = build(kind, self.dim, *self._catalog.vectors(), **params)
-            self._ann_dirty = True  # saved by close() or the next index()
-        elif self._catalog.meta("index_generation") == str(generation):
-            self._ann = ann
-        else:
-            # Killed between a catalog commit and the index save, or changed by remove():
-            # the ids tell what is missing, since an id's vector never changes.
-            self._ann = ann
-            ids, index_ids = self._catalog.ids(), ann.ids()
-            self._apply_to_ann(np.setdiff1d(ids, index_ids), np.setdiff1d(index_ids, ids))
-            if not self._ann_dirty:  # only mtimes changed: the saved file is current
-                self._catalog.set_meta("index_generation", str(generation))
-        return self._ann
+    def _ann_stale_on_disk(self) -> bool:
+        return self._ann.dirty or self._catalog.meta("index_generation") != str(
+            self._ann.generation
+        )
 
-    def _read_ann(self) -> VectorIndex | None:
-        try:
-            ann = load_index(self.db_path / INDEX_FILE)
-        except IndexFileError:
-            return None  # missing or damaged: rebuilt from the catalog
-        return ann if ann.dim == self.dim else None
-
-    def _apply_to_ann(self, inserted, deleted) -> None:
-        """Mirror catalog changes in the loaded index (an unloaded one catches up on load)."""
-        if self._ann is None:
-            return
-        deleted = np.asarray(deleted, np.int64)
-        inserted = np.setdiff1d(np.asarray(inserted, np.int64), deleted)
-        if self._ann.remove(deleted):
-            self._ann_dirty = True
-        if inserted.size:
-            self._ann.add(*self._catalog.vectors(inserted))
-            self._ann_dirty = True
+    def _save_ann(self) -> None:
+        """Under the writer lock: the file (if it differs) and the generation it reflects."""
+        self._ann.save(stamp_only=not self._ann.dirty)
 
     def _update_ann(self, kind: str, params: dict, max_memory_bytes: int | None) -> None:
         """After indexing: the index in step, of the kind wanted, saved; untouched (not even
@@ -425,34 +521,24 @@ class Collection:
         ...) are compared with the saved index's own, and a difference is a rebuild; parameters
         not given keep their values."""
         n = self.count()
-        if n == 0 and self._ann is None:
+        if n == 0 and not self._ann.loaded:
             return
         wanted = choose_kind(n, self.dim, max_memory_bytes) if kind == "auto" else kind
         catalog = self._catalog
         if (
-            not self._ann_dirty
+            not self._ann.dirty
             and not params
             and catalog.meta("index_kind") == wanted
             and catalog.meta("index_generation") == str(catalog.generation)
         ):
             return
-        ann = self._ann_in_step()
+        ann = self._ann.current()
         if ann.kind != wanted or any(ann.params.get(k) != v for k, v in params.items()):
             # Another kind (say flat -> hnsw as the collection grows) or other parameters
-            # mean a rebuild from the stored vectors.
-            self._ann = build(wanted, self.dim, *catalog.vectors(), **params)
-            self._ann_dirty = True
-        if self._ann_dirty:
+            # mean a rebuild from the stored vectors, aside, then swapped in.
+            self._ann.rebuild(wanted, params)
+        if self._ann_stale_on_disk():
             self._save_ann()
-
-    def _save_ann(self) -> None:
-        generation = self._catalog.generation
-        self._ann.save(self.db_path / INDEX_FILE)
-        self._catalog.set_meta("index_generation", str(generation))
-        self._catalog.set_meta("index_kind", self._ann.kind)
-        # What a rebuild uses if the file is lost: the saved index's own parameters.
-        self._catalog.set_meta("index_params", json.dumps(self._ann.params, sort_keys=True))
-        self._ann_dirty = False
 
 
 def _remove_stale_temps(db_path: Path) -> None:
@@ -467,3 +553,24 @@ def _remove_stale_temps(db_path: Path) -> None:
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _groups(neighbours: dict[int, Any], sizes: dict) -> list[tuple[int, list[tuple[int, float]]]]:
+    """Disjoint groups, each led by its largest image. Ids missing from `sizes` (deleted by
+    another process since the index was brought in step) are left out."""
+    taken: set[int] = set()
+    groups: list[tuple[int, list[tuple[int, float]]]] = []
+    candidates = [i for i in neighbours if i in sizes]
+    for first in sorted(candidates, key=lambda i: (-sizes[i][0], -sizes[i][1], i)):
+        if first in taken:
+            continue
+        hits = neighbours[first]
+        members = [
+            (int(i), float(s))
+            for i, s in zip(hits.ids, hits.scores)
+            if i != first and int(i) not in taken and int(i) in sizes
+        ]
+        if members:
+            taken.update([first, *(i for i, _ in members)])
+            groups.append((first, members))
+    return groups

@@ -78,7 +78,7 @@ def _read_file(found: FoundFile, known: dict[bytes, int], encoder: Callable[[], 
     found = FoundFile(found.path, st.st_size, st.st_mtime_ns)
     digest = hashlib.blake2b(data, digest_size=16).digest()
     if digest in known:
-        return _Read(found, digest, caption=_sidecar_caption(found.path))
+        return _Read(found, digest, caption=sidecar_caption(found.path))
     try:
         image = load_image(data)
     except ImageLoadError as e:
@@ -91,11 +91,11 @@ def _read_file(found: FoundFile, known: dict[bytes, int], encoder: Callable[[], 
         prepared=encoder().prepare_image(image),  # resize + normalise in the worker
         width=image.width,
         height=image.height,
-        caption=_sidecar_caption(found.path),
+        caption=sidecar_caption(found.path),
     )
 
 
-def _sidecar_caption(path: bytes) -> str | None:
+def sidecar_caption(path: bytes) -> str | None:
     """Text of NAME.txt (or NAME.jpg.txt) beside NAME.jpg, if there is one."""
     for candidate in (os.path.splitext(path)[0] + b".txt", path + b".txt"):
         try:

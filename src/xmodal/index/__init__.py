@@ -6,7 +6,7 @@ hits = index.search(queries, k=10, filter=allowed_ids)  # one Hits(ids, scores) 
 index.save(path); index = load_index(path)
 """
 
-from xmodal.index.base import Hits, IndexFileError, VectorIndex
+from xmodal.index.base import Hits, VectorIndex
 from xmodal.index.factory import (
     KINDS,
     build,
@@ -16,6 +16,7 @@ from xmodal.index.factory import (
     load_index,
     parse_index_spec,
 )
+from xmodal.index.fileformat import IndexFileError
 
 __all__ = [
     "KINDS",

@@ -1,4 +1,4 @@
-"""The VectorIndex contract every backend implements, and the file a saved index lives in.
+"""The VectorIndex contract every backend implements (the file format is in fileformat.py).
 
 Backends implement a few underscore methods on input that has already been checked. The checks,
 the bookkeeping of which ids are live, the trimming of FAISS's -1 padding and the atomic save
@@ -15,38 +15,23 @@ Conventions every backend follows:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import os
-import tempfile
-import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
-from xmodal.errors import InvalidInputError, XmodalError
-from xmodal.index._faiss import faiss
+from xmodal.errors import InvalidInputError
+from xmodal.index.fileformat import IndexFileError, Members, write_file
 
-FORMAT_VERSION = 1
 # Stored vectors may come back from a float16 catalog column, whose norms drift by ~1e-3.
 _NORM_TOLERANCE = 1e-2
 
 IdsLike = Iterable[int] | np.ndarray
-
-
-class IndexFileError(XmodalError):
-    """A saved index that is missing, truncated, corrupt or written in an unknown format."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -192,28 +177,11 @@ class VectorIndex(ABC):
     def save(self, path: str | os.PathLike) -> None:
         """Write the index to one file, atomically: a crash leaves the old file or the new one."""
         extras, members = self._state()
-        meta = {
-            "format": FORMAT_VERSION,
-            "kind": self.kind,
-            "dim": self.dim,
-            "params": self.params,
-            **extras,
-        }
+        meta = {"kind": self.kind, "dim": self.dim, "params": self.params, **extras}
         try:
-            _write_file(Path(path), meta, {"ids": self._ids, **members})
+            write_file(Path(path), meta, {"ids": self._ids, **members})
         except OSError as e:
             raise IndexFileError(path, f"cannot write ({e})") from e
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> VectorIndex:
-        """Read a saved index of any kind (or of this class's kind, called on a backend)."""
-        # The factory knows which module holds each kind; importing it at the top would be a cycle.
-        from xmodal.index.factory import load_index
-
-        index = load_index(path)
-        if not isinstance(index, cls):
-            raise IndexFileError(path, f"holds a '{index.kind}' index, not a {cls.__name__}")
-        return index
 
     @classmethod
     def _from_file(cls, meta: dict[str, Any], members: Members) -> VectorIndex:
@@ -258,71 +226,3 @@ def check_ids(ids: IdsLike, what: str = "ids") -> np.ndarray:
     if ids.size and ids.min() < 0:
         raise InvalidInputError(f"{what} must be non-negative")
     return ids.astype(np.int64, copy=False)
-
-
-# -- the file: an uncompressed zip of meta.json, .npy arrays and .faiss indexes ---------------
-# Zip stores a CRC-32 per member, so a corrupt or truncated file is caught on read.
-
-
-class Members:
-    """Read access to the members of an open index file."""
-
-    def __init__(self, zf: zipfile.ZipFile):
-        self._zf = zf
-
-    def array(self, name: str) -> np.ndarray:
-        with self._zf.open(f"{name}.npy") as f:
-            array = np.lib.format.read_array(f, allow_pickle=False)
-            _read_to_end(f)
-        return array
-
-    def faiss_index(self, name: str):
-        lib = faiss()
-        with self._zf.open(f"{name}.faiss") as f:
-            index = lib.read_index(lib.PyCallbackIOReader(f.read))
-            _read_to_end(f)
-        return index
-
-
-def _read_to_end(f: IO[bytes]) -> None:
-    # zipfile checks a member's CRC only once its last byte has been read.
-    if f.read():
-        raise ValueError("member has trailing bytes")
-
-
-def _write_file(path: Path, meta: dict[str, Any], members: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
-                zf.writestr("meta.json", json.dumps(meta))
-                for name, value in members.items():
-                    if isinstance(value, np.ndarray):
-                        with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
-                            np.lib.format.write_array(f, value, allow_pickle=False)
-                    else:
-                        lib = faiss()
-                        with zf.open(f"{name}.faiss", "w", force_zip64=True) as f:
-                            lib.write_index(value, lib.PyCallbackIOWriter(f.write))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-@contextmanager
-def open_file(path: str | os.PathLike) -> Iterator[tuple[dict[str, Any], Members]]:
-    """(meta, members) of a saved index; a file that can't be read raises IndexFileError."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            meta = json.loads(zf.read("meta.json"))
-            if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-                raise IndexFileError(path, "not an xmodal index file of a known format")
-            yield meta, Members(zf)
-    except FileNotFoundError as e:
-        raise IndexFileError(path, "no such file") from e
-    except (OSError, zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise IndexFileError(path, f"truncated or corrupt ({e})") from e

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from xmodal.errors import InvalidInputError
-from xmodal.index.base import IdsLike, IndexFileError, VectorIndex, open_file
+from xmodal.index.base import IdsLike, VectorIndex
+from xmodal.index.fileformat import IndexFileError, open_file
 
 # Exact search while a query scans at most this many bytes of vectors: measured ~5 ms per 40 MB
 # on one core of an AMD EPYC (benchmarks/index_search.py, 20k x 512), so ~16 ms at the limit,
@@ -194,11 +195,14 @@ def build(kind: str, dim: int, ids: IdsLike, vectors: np.ndarray, **params) -> V
     return index
 
 
-def load_index(path: str | os.PathLike) -> VectorIndex:
-    """Read an index saved by VectorIndex.save, whatever its kind."""
+def load_index(path: str | os.PathLike, expect: type[VectorIndex] = VectorIndex) -> VectorIndex:
+    """Read an index saved by VectorIndex.save, whatever its kind (or only of class `expect`)."""
     with open_file(path) as (meta, members):
         try:
-            return _kind(meta["kind"]).load_class()._from_file(meta, members)
+            index = _kind(meta["kind"]).load_class()._from_file(meta, members)
         except (KeyError, TypeError, ValueError, RuntimeError, MemoryError) as e:
             # faiss raises RuntimeError (or runs out of memory on a garbled size) on bad bytes.
             raise IndexFileError(path, f"corrupt index ({type(e).__name__}: {e})") from e
+    if not isinstance(index, expect):
+        raise IndexFileError(path, f"holds a '{index.kind}' index, not a {expect.__name__}")
+    return index

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from xmodal.index._faiss import faiss, flat_search, new_flat
-from xmodal.index.base import Members, VectorIndex
+from xmodal.index.base import VectorIndex
+from xmodal.index.fileformat import Members
 
 
 class FlatIndex(VectorIndex):

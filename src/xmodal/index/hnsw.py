@@ -18,7 +18,8 @@ import numpy as np
 
 from xmodal.errors import InvalidInputError
 from xmodal.index._faiss import exhaustive, faiss
-from xmodal.index.base import Members, VectorIndex
+from xmodal.index.base import VectorIndex
+from xmodal.index.fileformat import Members
 
 
 class HNSWIndex(VectorIndex):

@@ -22,7 +22,8 @@ import numpy as np
 
 from xmodal.errors import InvalidInputError
 from xmodal.index._faiss import exhaustive, faiss, flat_search, id_selector, new_flat
-from xmodal.index.base import Members, VectorIndex
+from xmodal.index.base import VectorIndex
+from xmodal.index.fileformat import Members
 from xmodal.index.flat import restore_flat
 
 ENCODINGS = ("sq8", "pq")

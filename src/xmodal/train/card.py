@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
+from xmodal.atomic import atomic_write
 from xmodal.models.registry import TRAINED_CARD
 from xmodal.models.trained import FORMAT, FORMAT_VERSION, read_card
 from xmodal.train.adapters import TrainAdapter
@@ -73,7 +73,7 @@ def build_card(
         },
         "history": run["history"],
         "versions": library_versions(adapter.backend),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -102,15 +102,9 @@ def write_final(adapter: TrainAdapter, out: Path, card: dict) -> None:
 def write_card(folder: Path, card: dict) -> None:
     """MODEL_CARD.md, then xmodal-model.json (atomically, last: it makes the folder a model)."""
     (folder / MARKDOWN_CARD).write_text(markdown(card), encoding="utf-8")
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{TRAINED_CARD}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(card, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        os.replace(temp, folder / TRAINED_CARD)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    with atomic_write(folder / TRAINED_CARD, "w", encoding="utf-8") as f:
+        json.dump(card, f, indent=2, ensure_ascii=False)
+        f.write("\n")
 
 
 def _recalls(metrics: dict, direction: str) -> str:

@@ -9,12 +9,11 @@ fingerprint) and the settings are those the run started with.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from xmodal.atomic import atomic_write
 from xmodal.errors import InvalidInputError, ModelLoadError
 from xmodal.models.registry import TRAINED_CARD
 from xmodal.train.config import TrainConfig
@@ -29,16 +28,8 @@ def checkpoint_path(out: Path) -> Path:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        os.unlink(temp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: Path) -> dict:
