@@ -369,7 +369,7 @@ def test_openapi_and_page(server):
 # -- the API key -------------------------------------------------------------------------------
 
 
-def test_api_key_guards_writes(library, lite, photo_by_name):
+def test_api_key_guards_reads_and_writes(library, lite, photo_by_name):
     settings = ServerSettings(db=library / "db", api_key="s3cret")
     app = create_app(settings, encoder=lite)
     files = [upload(photo_by_name["moon"].path, "moon copy.png")]
@@ -377,7 +377,9 @@ def test_api_key_guards_writes(library, lite, photo_by_name):
         assert client.post("/items", files=files).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert client.post("/items", files=files, headers=wrong).status_code == 401
-        assert client.get("/search", params={"q": "the moon"}).status_code == 200
+        assert client.get("/search", params={"q": "the moon"}).status_code == 401
+        r = client.get("/search", params={"q": "the moon"}, headers={"X-API-Key": "s3cret"})
+        assert r.status_code == 200
         r = client.post("/items", files=files, headers={"X-API-Key": "s3cret"})
         assert r.status_code == 201
         item = r.json()["id"]

@@ -19,14 +19,19 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def page_url(tmp_path_factory, photos, lite):
+def web_db(tmp_path_factory, photos, lite):
     base = tmp_path_factory.mktemp("web")
     (base / "photos").mkdir()
     for p in photos:
         shutil.copy(p.path, base / "photos" / p.path.name)
     with Collection.open(base / "db", lite) as collection:
         collection.index([base / "photos"])
-    with live_server(create_app(ServerSettings(db=base / "db"), encoder=lite)) as url:
+    return base / "db"
+
+
+@pytest.fixture(scope="module")
+def page_url(web_db, lite):
+    with live_server(create_app(ServerSettings(db=web_db), encoder=lite)) as url:
         yield url
 
 
@@ -139,3 +144,33 @@ def test_image_query_and_classify(browser, page_url, photo_by_name):
     )[0]
     assert first.text.startswith("coffee")
     keep(browser, "web-image-query.png")
+
+
+def test_with_a_key_the_page_asks_for_it_once(browser, web_db, lite):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    app = create_app(ServerSettings(db=web_db, api_key="open sesame"), encoder=lite)
+    with live_server(app) as url:
+        browser.get(url)
+        browser.delete_all_cookies()
+        login = browser.find_element(By.ID, "login")
+        assert not login.is_displayed()
+        browser.find_element(By.ID, "q").send_keys("a cat", Keys.ENTER)
+        wait(browser).until(lambda d: login.is_displayed())
+        key = browser.find_element(By.ID, "key")
+        key.send_keys("wrong", Keys.ENTER)
+        wait(browser).until(lambda d: d.find_element(By.ID, "login-message").text == "wrong key")
+        key.clear()
+        key.send_keys("open sesame", Keys.ENTER)
+        first_result(browser, "chelsea.png")  # its thumbnail loaded through the cookie
+        assert not login.is_displayed()
+        cookie = browser.get_cookie("xmodal_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        # logged in: the next query needs no key
+        box = browser.find_element(By.ID, "q")
+        box.clear()
+        box.send_keys("a rocket", Keys.ENTER)
+        first_result(browser, "rocket.png")
+        assert not login.is_displayed()
+        keep(browser, "web-login.png")

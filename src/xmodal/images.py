@@ -153,11 +153,18 @@ def _refused_format(header: bytes) -> str | None:
     """The name of a known but not allowed format that claims `header` (checked by signature
     only: nothing is parsed or run)."""
     allowed = allowed_formats()
-    for fmt in Image.ID:
-        _, accept = Image.OPEN[fmt]
-        if fmt not in allowed and accept is not None and accept(header) is True:
-            return fmt
-    return None
+    return next((f for f in Image.ID if f not in allowed and claims(f, header)), None)
+
+
+def claims(fmt: str, header: bytes) -> bool:
+    """Whether Pillow's plugin for `fmt` recognises `header` by its signature (some checks
+    raise on a header shorter than they read: that is a no)."""
+    Image.init()
+    accept = Image.OPEN[fmt][1]
+    try:
+        return accept is not None and accept(header) is True
+    except _NOT_THIS_FORMAT:
+        return False
 
 
 def _finish(

@@ -49,31 +49,59 @@ class MicroBatcher:
         self._observe = observe or (lambda n: None)
         self._queue: asyncio.Queue[_Request] | None = None
         self._task: asyncio.Task | None = None
+        self._current: list[_Request] = []  # the batch being gathered or served
+        self._stopping = False
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
-        self._task = asyncio.create_task(self._run())
+        self._stopping = False
+        self._spawn()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._fail_waiting(RuntimeError("the server is shutting down"))
 
     async def submit(self, items: Sequence[Any]) -> np.ndarray:
         """The rows for `items`, in order, once their batch has run."""
-        if self._queue is None:
-            raise RuntimeError("MicroBatcher.start() was not awaited")
+        if self._queue is None or self._stopping:
+            raise RuntimeError("MicroBatcher is not running: await start() first")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request(items, future))
         return await future
+
+    def _spawn(self) -> None:
+        self._task = asyncio.create_task(self._run())
+        self._task.add_done_callback(self._supervise)
+
+    def _supervise(self, task: asyncio.Task) -> None:
+        """The dispatcher should only end by stop(). If it ended otherwise (a bug, or a task
+        cancelled from outside), no request may wait for it forever: those it held and those
+        queued fail with the reason, and a new dispatcher serves later requests."""
+        if self._stopping or task is not self._task:
+            return
+        error = None if task.cancelled() else task.exception()
+        reason = f"the model dispatcher stopped: {error or 'cancelled'}"
+        for request in self._current:
+            _settle(request.future, error=RuntimeError(reason))
+        self._fail_waiting(RuntimeError(reason))
+        self._spawn()
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        while self._queue is not None and not self._queue.empty():
+            _settle(self._queue.get_nowait().future, error=error)
 
     async def _run(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
+            self._current = []
+            self._current.append(await self._queue.get())
+            batch = self._current
             size = len(batch[0].items)
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
@@ -91,7 +119,11 @@ class MicroBatcher:
                 size += len(request.items)
             batch = [r for r in batch if not r.future.done()]  # the client went away
             if batch:
-                await self._serve(loop, batch)
+                try:
+                    await self._serve(loop, batch)
+                except Exception as e:  # a failure outside the model call: fail this batch only
+                    for request in batch:
+                        _settle(request.future, error=e)
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         items = [item for r in batch for item in r.items]

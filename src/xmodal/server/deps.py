@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import Depends, HTTPException, Request, Security, UploadFile
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from xmodal.server.auth import COOKIE, HOW, has_key
 from xmodal.server.service import Service, Upload
 
-_bearer = HTTPBearer(auto_error=False, description="XMODAL_API_KEY as a bearer token")
-_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="XMODAL_API_KEY")
+_BEARER = HTTPBearer(auto_error=False, description="XMODAL_API_KEY as a bearer token")
+_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="XMODAL_API_KEY")
+_COOKIE = APIKeyCookie(name=COOKIE, auto_error=False, description="set by POST /login")
 # Declared content types that are image files, or that say nothing (then the bytes decide).
 _IMAGE_TYPES_PREFIX = "image/"
 _UNTYPED = {"", "application/octet-stream"}
@@ -21,20 +21,18 @@ def get_service(request: Request) -> Service:
 
 
 def require_key(
+    request: Request,
     service: Service = Depends(get_service),
-    bearer: HTTPAuthorizationCredentials | None = Security(_bearer),
-    header: str | None = Security(_header),
+    bearer: HTTPAuthorizationCredentials | None = Security(_BEARER),
+    header: str | None = Security(_HEADER),
+    cookie: str | None = Security(_COOKIE),
 ) -> None:
-    """Write endpoints: the API key, when one is set, as a bearer token or X-API-Key."""
+    """Write endpoints and /metrics: the API key, when one is set, even with public reads.
+    (The security parameters only describe the ways to send it in the OpenAPI schema.)"""
     expected = service.settings.api_key
-    if expected is None:
-        return
-    given = header or (bearer.credentials if bearer else None)
-    if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+    if expected is not None and not has_key(request, expected):
         raise HTTPException(
-            401,
-            "this endpoint needs the API key: Authorization: Bearer KEY or X-API-Key: KEY",
-            headers={"WWW-Authenticate": "Bearer"},
+            401, f"this endpoint needs the API key: {HOW}", headers={"WWW-Authenticate": "Bearer"}
         )
 
 

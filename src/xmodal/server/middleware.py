@@ -14,9 +14,16 @@ class _TooLarge(Exception):
     pass
 
 
-async def _send_json(send: Send, status: int, detail: str) -> None:
+async def send_json(
+    send: Send, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """A JSON error reply from a middleware, before (or instead of) the app."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -38,9 +45,9 @@ class BodyLimit:
                 try:
                     length = int(value)
                 except ValueError:
-                    return await _send_json(send, 400, "invalid Content-Length header")
+                    return await send_json(send, 400, "invalid Content-Length header")
                 if length > self.max_bytes:
-                    return await _send_json(send, 413, too_large)
+                    return await send_json(send, 413, too_large)
         seen = 0
         exceeded = replaced = False
 
@@ -61,7 +68,7 @@ class BodyLimit:
             if exceeded:
                 if not replaced and message["type"] == "http.response.start":
                     replaced = True
-                    await _send_json(send, 413, too_large)
+                    await send_json(send, 413, too_large)
                 return
             await send(message)
 
@@ -69,7 +76,7 @@ class BodyLimit:
             await self.app(scope, counting_receive, guarded_send)
         except _TooLarge:
             if not replaced:
-                await _send_json(send, 413, too_large)
+                await send_json(send, 413, too_large)
 
 
 class RequestMetrics:

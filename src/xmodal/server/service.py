@@ -23,12 +23,14 @@ import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from xmodal.atomic import write_atomically
 from xmodal.catalog import Item
-from xmodal.engine.collection import Collection
+from xmodal.engine.collection import SHORT_WRITE_WAIT_SECONDS, Collection
 from xmodal.errors import ImageLoadError, InvalidInputError
 from xmodal.images import load_image
 from xmodal.scan import is_under, to_bytes
 from xmodal.server.batching import MicroBatcher
+from xmodal.server.filetypes import HEADER_BYTES, sniff
 from xmodal.server.metrics import Metrics
 from xmodal.server.settings import ServerSettings
 
@@ -116,6 +118,26 @@ class Service:
 
         return await run_in_threadpool(call)
 
+    async def writing(self, fn: Callable[..., T], *args: Any) -> T:
+        """Like locked(), for a collection write: the collection's writer lock is taken first,
+        so waiting for another process's write (an `xmodal index` run) blocks no search.
+        CollectionBusyError if it is still held after SHORT_WRITE_WAIT_SECONDS."""
+
+        def call() -> T:
+            with self.collection.writer(timeout=SHORT_WRITE_WAIT_SECONDS), self._lock:
+                return fn(*args)
+
+        return await run_in_threadpool(call)
+
+    async def add_path(self, path: str | os.PathLike, *, max_pixels: int | None = None) -> Item:
+        """Index one image file: decoded and prepared in a worker thread, embedded on the
+        model thread with other requests' images, then stored under the lock (briefly)."""
+        prepared = await run_in_threadpool(
+            self.collection.prepare_file, path, max_pixels=max_pixels
+        )
+        (vector,) = await self.images.submit([prepared.pixels])
+        return await self.writing(self.collection.add_prepared, prepared, vector)
+
     def relative_paths(self, paths: Sequence[str]) -> list[str]:
         """Each path under the indexed root that holds it (its name if none does).
         Reads the catalog: call through locked()."""
@@ -130,31 +152,18 @@ class Service:
             )
         return out
 
-    def servable_path(self, item: Item) -> Path | None:
-        """The item's file when it really lies inside an indexed root (links resolved)."""
-        real = os.path.realpath(os.fsencode(item.path))
-        for root in self.collection.roots:
-            if is_under(real, os.path.realpath(os.fsencode(root))) and os.path.isfile(real):
-                return Path(os.fsdecode(real))
-        return None
-
     def store_upload(self, upload: Upload) -> Path:
-        """Write an uploaded image into the upload folder, named by its content hash."""
+        """Write an uploaded image into the upload folder, named by its content hash and an
+        extension from its real format (the client's name is only used in messages)."""
         data = upload.data
-        suffix = Path(upload.name).suffix.lower()
-        if not suffix.isascii() or not suffix[1:].isalnum() or len(suffix) > 6:
-            suffix = ".img"
+        kind = sniff(data[:HEADER_BYTES])
+        if kind is None:
+            raise ImageLoadError(upload.name, "not an image in an allowed format")
         self.uploads.mkdir(exist_ok=True)
-        target = self.uploads / (hashlib.blake2b(data, digest_size=16).hexdigest() + suffix)
+        target = self.uploads / (hashlib.blake2b(data, digest_size=16).hexdigest() + kind.extension)
         if not target.exists():
-            temp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            temp.write_bytes(data)
-            os.replace(temp, target)
+            write_atomically(target, data)
         return target
-
-    def inside_roots(self, path: str) -> bool:
-        real = os.path.realpath(os.fsencode(path))
-        return any(is_under(real, os.path.realpath(os.fsencode(r))) for r in self.collection.roots)
 
     # -- thumbnails -------------------------------------------------------------------------
 

@@ -20,13 +20,20 @@ class ServerSettings:
     model: str | None = None  # None: the collection's own model
     host: str = "127.0.0.1"
     port: int = 8000
-    api_key: str | None = None  # required by write endpoints when set
+    api_key: str | None = None  # when set, needed by every endpoint but /healthz and the page
     max_upload_bytes: int = 20 * 2**20  # per request body
     max_upload_pixels: int = 50_000_000  # per image, read from its header before decoding
     max_batch: int = 64  # items per model call
     batch_wait_ms: float = 2.0  # how long a lone request waits for company
     max_k: int = 1000  # results per search
     max_texts: int = 256  # texts per /embed/text request
+    device: str | None = None  # None: XMODAL_DEVICE, else cpu
+    # Host header values accepted besides the bound host and loopback names (DNS rebinding).
+    allowed_hosts: tuple[str, ...] = ()
+    # Origins allowed cross-origin (CORS and state-changing requests); none by default.
+    cors_origins: tuple[str, ...] = ()
+    # With an API key set: True leaves reads (search, items, files) open for a public gallery.
+    public_reads: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -53,6 +60,10 @@ class ServerSettings:
             ),
             max_batch=number("XMODAL_MAX_BATCH", cls.max_batch),
             batch_wait_ms=number("XMODAL_BATCH_WAIT_MS", cls.batch_wait_ms, float),
+            device=env.get("XMODAL_DEVICE") or None,
+            allowed_hosts=_hosts(env.get("XMODAL_ALLOWED_HOSTS")),
+            cors_origins=_origins(env.get("XMODAL_CORS_ORIGINS")),
+            public_reads=_flag("XMODAL_PUBLIC_READS", env.get("XMODAL_PUBLIC_READS")),
         )
 
     def with_(self, **changes) -> ServerSettings:
@@ -74,9 +85,48 @@ def is_loopback(host: str) -> bool:
 
 
 def check_bind(host: str, api_key: str | None) -> None:
-    """Refuse to listen beyond this machine without an API key guarding the write endpoints."""
+    """Refuse to listen beyond this machine without an API key guarding the endpoints."""
     if not is_loopback(host) and not api_key:
         raise InvalidInputError(
             f"refusing to listen on {host} without an API key: anyone who can reach it could "
-            "add and delete items. Set XMODAL_API_KEY, or bind 127.0.0.1"
+            "search, download, add and delete every item. Set XMODAL_API_KEY (every endpoint "
+            "but /healthz, the page and its static files then needs it), or bind 127.0.0.1"
         )
+
+
+def _items(raw: str | None) -> tuple[str, ...]:
+    return tuple(x.strip() for x in (raw or "").split(",") if x.strip())
+
+
+def _hosts(raw: str | None) -> tuple[str, ...]:
+    """XMODAL_ALLOWED_HOSTS="photos.example,192.168.1.5": host names, no ports ("*": any)."""
+    hosts = tuple(h.lower() for h in _items(raw))
+    for host in hosts:
+        if "/" in host or (":" in host and not host.startswith("[")):
+            raise InvalidInputError(
+                f"XMODAL_ALLOWED_HOSTS: {host!r} is not a host name (no scheme, port or path; "
+                "IPv6 in brackets)"
+            )
+    return hosts
+
+
+def _origins(raw: str | None) -> tuple[str, ...]:
+    """XMODAL_CORS_ORIGINS="https://app.example,http://localhost:3000": exact origins."""
+    origins = tuple(o.rstrip("/").lower() for o in _items(raw))
+    for origin in origins:
+        scheme, sep, rest = origin.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or "/" in rest:
+            raise InvalidInputError(
+                f"XMODAL_CORS_ORIGINS: {origin!r} is not an origin like https://app.example "
+                "(a wildcard is not accepted: name each origin)"
+            )
+    return origins
+
+
+def _flag(name: str, raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidInputError(f"{name}={raw!r}: use 1 or 0")

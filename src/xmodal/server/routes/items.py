@@ -7,7 +7,6 @@ their real location (links resolved) lies inside an indexed folder.
 from __future__ import annotations
 
 import contextlib
-import mimetypes
 import os
 from typing import Annotated, Any
 
@@ -35,7 +34,9 @@ from xmodal.server.deps import (
     require_key,
     require_multipart,
 )
+from xmodal.server.filetypes import ImageKind, sniff_file
 from xmodal.server.schemas import ItemInfo
+from xmodal.server.security import FILE_CSP
 from xmodal.server.service import Service
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -88,15 +89,15 @@ async def add_item(
         upload = await read_image_upload(file)
         await run_in_threadpool(service.decode, upload)  # refuse bad images before storing
         target = await run_in_threadpool(service.store_upload, upload)
-        if not await service.locked(service.inside_roots, os.fspath(target)):
-            await service.locked(service.collection.add_root, service.uploads)
+        if not await service.locked(service.collection.contains_path, target):
+            await service.writing(service.collection.add_root, service.uploads)
+        item = await service.add_path(target, max_pixels=service.settings.max_upload_pixels)
     else:
         if "\0" in path or not os.path.isabs(path):
             raise HTTPException(422, "path must be an absolute path on the server")
-        if not await service.locked(service.inside_roots, path):
+        if not await service.locked(service.collection.contains_path, path):
             raise HTTPException(403, "path is not inside an indexed folder")
-        target = path
-    item = await service.locked(service.collection.add_file, target)
+        item = await service.add_path(path)
     return await item_out(service, item)
 
 
@@ -112,7 +113,7 @@ async def set_metadata(
     service: Service = Depends(get_service),
 ) -> ItemInfo:
     """Replace an item's metadata (a JSON object; search can filter on it with `where`)."""
-    if not await service.locked(service.collection.set_metadata, item_id, metadata):
+    if not await service.writing(service.collection.set_metadata, item_id, metadata):
         raise HTTPException(404, f"no item {item_id}")
     return await item_out(service, await _item(service, item_id))
 
@@ -122,7 +123,7 @@ async def delete_item(item_id: ItemId, service: Service = Depends(get_service)) 
     """Forget an item. An uploaded file is deleted too; a file of an indexed folder stays on
     disk (and comes back at that folder's next `xmodal index`)."""
     item = await _item(service, item_id)
-    await service.locked(service.collection.remove, item_id)
+    await service.writing(service.collection.remove, item_id)
     if is_under(os.fsencode(item.path), os.fsencode(service.uploads)):
         with contextlib.suppress(OSError):  # already gone: nothing to clean
             os.unlink(item.path)
@@ -131,7 +132,7 @@ async def delete_item(item_id: ItemId, service: Service = Depends(get_service)) 
 
 async def _servable(service: Service, item_id: int):
     item = await _item(service, item_id)
-    path = await service.locked(service.servable_path, item)
+    path = await service.locked(service.collection.servable_path, item)
     if path is None:
         raise HTTPException(403, f"item {item_id}'s file is not inside an indexed folder")
     return item, path
@@ -149,15 +150,37 @@ async def thumbnail(
 ) -> Response:
     item, path = await _servable(service, item_id)
     data = await run_in_threadpool(service.thumbnail, item, path, size)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+    headers = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": FILE_CSP}
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 @router.get(
     "/{item_id}/file",
     response_class=FileResponse,
-    responses={200: {"content": {"image/*": {}}}},
+    responses={
+        200: {"content": {"image/*": {}}},
+        415: {"description": "the file on disk is no longer an image of an allowed format"},
+    },
 )
 async def item_file(item_id: ItemId, service: Service = Depends(get_service)) -> FileResponse:
+    """The item's file as stored, typed by its content (never by its name), never rendered as
+    a page: `nosniff` and a sandboxing Content-Security-Policy."""
     _, path = await _servable(service, item_id)
-    media = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return FileResponse(path, media_type=media)
+    kind = await run_in_threadpool(_file_kind, path)
+    if kind is None:
+        raise HTTPException(415, f"item {item_id}'s file is not an image of an allowed format")
+    return FileResponse(
+        path,
+        media_type=kind.media_type,
+        filename=path.stem + kind.extension,
+        content_disposition_type="inline",
+        headers={"Content-Security-Policy": FILE_CSP, "Cache-Control": "private, no-cache"},
+    )
+
+
+def _file_kind(path) -> ImageKind | None:
+    try:
+        with open(path, "rb") as fp:
+            return sniff_file(fp)
+    except OSError:
+        return None

@@ -7,7 +7,7 @@ from importlib import resources
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, Response
 
-from xmodal.server.deps import get_service
+from xmodal.server.deps import get_service, require_key
 from xmodal.server.schemas import Health
 from xmodal.server.service import Service
 
@@ -20,7 +20,7 @@ async def healthz(service: Service = Depends(get_service)) -> Health:
     return Health(status="ok", model=service.encoder.name, dim=service.encoder.dim, items=count)
 
 
-@router.get("/metrics", tags=["meta"], response_class=Response)
+@router.get("/metrics", tags=["meta"], response_class=Response, dependencies=[Depends(require_key)])
 async def metrics(service: Service = Depends(get_service)) -> Response:
     """Prometheus text format: requests, latencies, batch sizes, collection size."""
     data = await service.locked(service.metrics.render)

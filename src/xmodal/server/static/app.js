@@ -9,8 +9,45 @@ function say(text, isError = false) {
   $("message").className = isError ? "error" : "";
 }
 
+// With an API key set, a 401 asks for the key once: POST /login sets an HttpOnly session
+// cookie (which the thumbnails' <img> requests carry too), then the request is retried.
+let loggingIn = null;
+
+function askForKey() {
+  if (loggingIn) return loggingIn;
+  loggingIn = new Promise((resolve) => {
+    const form = $("login");
+    form.hidden = false;
+    $("key").focus();
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const response = await fetch("/login", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ key: $("key").value }),
+      });
+      if (!response.ok) {
+        $("login-message").textContent = response.status === 401 ? "wrong key" : response.statusText;
+        return;
+      }
+      $("key").value = "";
+      $("login-message").textContent = "";
+      form.hidden = true;
+      loggingIn = null;
+      resolve();
+    };
+  });
+  return loggingIn;
+}
+
 async function call(url, options) {
-  const response = await fetch(url, options);
+  let response = await fetch(url, options);
+  if (response.status === 401) {
+    say("log in to search", true);
+    await askForKey();
+    say("");
+    response = await fetch(url, options);
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const detail = Array.isArray(body.detail)
