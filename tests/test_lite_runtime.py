@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from xmodal.errors import InvalidInputError, MissingExtraError
+from xmodal.errors import DeviceError, InvalidInputError, MissingExtraError
 from xmodal.images import load_image
+from xmodal.models import load_model
 from xmodal.models.lite.efficientnet import load_efficientnet
 from xmodal.models.lite.runtime import image_runner
 from xmodal.models.lite.spec import IMAGE_TOWERS
@@ -106,3 +107,41 @@ def test_unknown_runtime_names_the_choices(cache):
 
 def test_the_default_model_runs_on_onnx_runtime(lite):
     assert lite.runtime == "onnx"
+
+
+def _ort_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def test_onnx_on_cuda_without_its_provider_is_a_device_error(cache):
+    if _ort_has_cuda():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    # The device name is what resolve_device() gives on a GPU machine; the provider check
+    # comes before anything touches a GPU, so it runs here.
+    with pytest.raises(DeviceError, match="onnxruntime-gpu"):
+        image_runner(TOWER, runtime="onnx", device="cuda:0")
+    with pytest.raises(DeviceError, match="ONNX Runtime cannot run on it"):
+        image_runner(TOWER, runtime="onnx", device="mps")
+    assert exports(cache) == []  # refused before exporting
+
+
+def test_lite_on_cuda_without_a_gpu_is_a_device_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="'cuda'"):
+        load_model("lite-en", device="cuda")
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("runtime", ["auto", "torch"])
+def test_lite_on_cuda_gives_the_cpu_vectors(runtime, lite, photos):
+    gpu = load_model("lite", device="cuda", runtime=runtime)
+    assert gpu.runtime == ("onnx" if runtime == "auto" and _ort_has_cuda() else "torch")
+    paths = [p.path for p in photos]
+    texts = ["a photo of a cat", "बिल्ली की फोटो"]
+    np.testing.assert_allclose(gpu.embed_images(paths), lite.embed_images(paths), atol=1e-3)
+    np.testing.assert_allclose(gpu.embed_texts(texts), lite.embed_texts(texts), atol=1e-4)

@@ -3,8 +3,8 @@ through the registry, compared with open_clip's own forward pass on real photos.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 
 import numpy as np
 import pytest
@@ -19,16 +19,19 @@ from checkpoints import (  # noqa: E402
     save_openclip_checkpoint,
     tiny_openclip_config,
 )
-from xmodal.errors import InvalidInputError, ModelLoadError, ModelNotFoundError  # noqa: E402
-from xmodal.models import load_model  # noqa: E402
+from offline import black_hole, error_within_guard, no_network  # noqa: E402
+from xmodal.errors import (  # noqa: E402
+    DeviceError,
+    InvalidInputError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
+from xmodal.models import hub, load_model  # noqa: E402
 from xmodal.models import openclip as backend  # noqa: E402
 
 TEXTS = ["a photo of a cat", "an astronaut on the moon", "a cup of coffee"]
 HUB_TAG = "ViT-B-32/laion2b_s34b_b79k"
 HUB_REPO = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"
-# RFC 5737 documentation address: never assigned, so a connect to it can only time out.
-BLACK_HOLE = "https://192.0.2.1"
-OFFLINE_LIMIT_S = 10
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -127,9 +130,11 @@ def test_logit_scale_is_read_from_the_checkpoint(encoder, reference):
     assert encoder.logit_bias is None
 
 
-def test_name_is_what_the_user_typed(saved, encoder):
+def test_name_is_what_the_user_typed_with_the_path_absolute(saved, encoder, monkeypatch):
     arch, path = saved
     assert encoder.name == f"openclip:{arch}/{path}"
+    monkeypatch.chdir(path.parent)
+    assert load_model(f"openclip:{arch}/./{path.name}").name == f"openclip:{arch}/{path}"
 
 
 @pytest.mark.parametrize("fmt", ["pt", "training"])
@@ -141,12 +146,32 @@ def test_other_checkpoint_formats_load_the_same_weights(fmt, tmp_path, encoder):
     np.testing.assert_allclose(other.embed_texts(TEXTS), encoder.embed_texts(TEXTS), atol=1e-6)
 
 
-def test_arch_alone_is_random_init(saved):
+def test_arch_alone_is_refused_with_how_to_pass_weights(saved):
     arch, _ = saved
-    model = load_model(f"openclip:{arch}")
-    vecs = model.embed_texts(TEXTS)
-    assert vecs.shape == (3, 32)
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model(f"openclip:{arch}")
+    message = str(info.value)
+    for way in ("/TAG", "/path/to/file.safetensors", "hf-hub:ORG/REPO", f"openclip:{arch}/random"):
+        assert way in message
+
+
+def test_arch_alone_names_the_tags_of_a_known_arch():
+    with pytest.raises(ModelNotFoundError, match="laion2b_s34b_b79k"):
+        load_model("openclip:ViT-B-32")
+
+
+def test_random_weights_only_when_asked_for(saved, encoder):
+    arch, _ = saved
+    torch.manual_seed(1)
+    first = load_model(f"openclip:{arch}/random")
+    torch.manual_seed(2)
+    second = load_model(f"openclip:{arch}/random")
+    assert first.name == f"openclip:{arch}/random" and first.dim == 32
+    vecs = first.embed_texts(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    # Fresh random draws: neither the saved checkpoint's weights nor each other's.
+    assert not np.allclose(vecs, encoder.embed_texts(TEXTS), atol=1e-3)
+    assert not np.allclose(vecs, second.embed_texts(TEXTS), atol=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -214,21 +239,27 @@ def test_checkpoint_of_another_architecture_is_a_load_error(saved, tmp_path):
         load_model(f"openclip:{other}/{path}")
 
 
-def test_unavailable_cuda_is_a_load_error(saved):
+def test_unavailable_cuda_is_a_device_error(saved):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     arch, path = saved
-    with pytest.raises(ModelLoadError, match="no CUDA"):
+    with pytest.raises(DeviceError, match="'cuda'"):
         load_model(f"openclip:{arch}/{path}", device="cuda")
+    with pytest.raises(DeviceError):
+        backend.load(f"{arch}/{path}", device="cuda:1")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_gives_the_cpu_vectors(saved, encoder, photos):
+def test_cuda_gives_the_cpu_vectors_in_float32(saved, encoder, photos):
     arch, path = saved
     gpu = load_model(f"openclip:{arch}/{path}", device="cuda")
     paths = [p.path for p in photos]
-    np.testing.assert_allclose(gpu.embed_texts(TEXTS), encoder.embed_texts(TEXTS), atol=1e-4)
-    np.testing.assert_allclose(gpu.embed_images(paths), encoder.embed_images(paths), atol=1e-4)
+    texts, images = gpu.embed_texts(TEXTS), gpu.embed_images(paths)
+    assert texts.dtype == images.dtype == np.float32
+    # float16 autocast: within ~1e-3 of the float32 CPU vectors, rows still unit length.
+    np.testing.assert_allclose(texts, encoder.embed_texts(TEXTS), atol=5e-3)
+    np.testing.assert_allclose(images, encoder.embed_images(paths), atol=5e-3)
+    np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-5)
 
 
 # -- the hub, offline ------------------------------------------------------------------------
@@ -237,23 +268,27 @@ def test_cuda_gives_the_cpu_vectors(saved, encoder, photos):
 @pytest.mark.parametrize("name", [HUB_TAG, f"hf-hub:{HUB_REPO}"])
 @pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "refused", "black hole"])
 def test_uncached_hub_weights_fail_fast_offline(name, how, offline_cache, monkeypatch):
-    import huggingface_hub.constants
+    with contextlib.ExitStack() as stack:
+        import huggingface_hub.constants
 
-    if how == "HF_HUB_OFFLINE":
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-        expected = "HF_HUB_OFFLINE is set"
-    else:
-        # Port 9 on this machine refuses at once; the black hole makes the probe time out.
-        endpoint = "http://127.0.0.1:9" if how == "refused" else BLACK_HOLE
-        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-        expected = "looks offline"
-    start = time.perf_counter()
-    with pytest.raises(ModelLoadError, match=expected) as info:
-        load_model(f"openclip:{name}")
-    assert time.perf_counter() - start < OFFLINE_LIMIT_S
-    # Says what is missing and how to use a local file instead.
-    assert "not in the local Hugging Face cache" in str(info.value)
-    assert "/path/to/file.safetensors" in str(info.value)
+        if how == "HF_HUB_OFFLINE":
+            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+            # The flag alone answers: not even the probe's one connect is tried.
+            monkeypatch.setattr(hub, "hub_reachable", no_network)
+            expected = "HF_HUB_OFFLINE is set"
+        else:
+            # Port 9 on this machine refuses at once; the black hole makes the probe time out.
+            endpoint = (
+                "http://127.0.0.1:9" if how == "refused" else stack.enter_context(black_hole())
+            )
+            monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+            expected = "looks offline"
+        error = error_within_guard(lambda: load_model(f"openclip:{name}"))
+        assert isinstance(error, ModelLoadError), error
+        assert expected in str(error)
+        # Says what is missing and how to use a local file instead.
+        assert "not in the local Hugging Face cache" in str(error)
+        assert "/path/to/file.safetensors" in str(error)
 
 
 def test_cached_tag_weights_are_used_without_the_hub(offline_cache, monkeypatch):
@@ -292,10 +327,9 @@ def test_cached_hf_hub_repo_loads_offline(saved, encoder, offline_cache, monkeyp
 # -- listing ---------------------------------------------------------------------------------
 
 
-def test_list_models_is_fast_and_reports_the_cache(offline_cache):
-    start = time.perf_counter()
+def test_list_models_reports_the_cache_without_the_hub(offline_cache, monkeypatch):
+    monkeypatch.setattr(hub, "hub_reachable", no_network)
     infos = {i.name: i for i in backend.list_models()}
-    assert time.perf_counter() - start < 2
     assert len(infos) > 100
     tag = infos[f"openclip:{HUB_TAG}"]
     assert tag.dim == 512 and not tag.available and tag.note == "needs download"

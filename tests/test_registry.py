@@ -51,3 +51,27 @@ def test_list_models_names_every_backend():
     # Hub tags are listed from open_clip's own table without loading or downloading anything.
     assert any(i.name.startswith("openclip:ViT-B-32/") and i.dim == 512 for i in infos)
     assert any(i.name == "hf:openai/clip-vit-base-patch32" for i in infos)
+
+
+def test_canonical_name_makes_local_paths_absolute(tmp_path, monkeypatch):
+    from xmodal.models.registry import canonical_name
+
+    (tmp_path / "weights.pt").write_bytes(b"")
+    (tmp_path / "clip").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert (
+        canonical_name("openclip:ViT-B-32/weights.pt") == f"openclip:ViT-B-32/{tmp_path}/weights.pt"
+    )
+    assert canonical_name("openclip:ViT-B-32/./weights.pt") == canonical_name(
+        f"openclip:ViT-B-32/{tmp_path / 'weights.pt'}"
+    )
+    assert canonical_name("hf:clip") == f"hf:{tmp_path / 'clip'}"
+    # Not paths here: kept as typed.
+    for name in (
+        "lite",
+        "openclip:ViT-B-32/laion2b_s34b_b79k",
+        "openclip:ViT-B-32/random",
+        "openclip:hf-hub:org/repo",
+        "hf:openai/clip-vit-base-patch32",
+    ):
+        assert canonical_name(name) == name

@@ -23,7 +23,8 @@ from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPMode
 from xmodal.errors import ModelLoadError, ModelNotFoundError
 from xmodal.models import hub
 from xmodal.models.base import Encoder
-from xmodal.models.registry import ModelInfo
+from xmodal.models.device import autocast, torch_device
+from xmodal.models.registry import ModelInfo, canonical_name
 
 # model_type in config.json -> the class that loads it
 _MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
@@ -97,7 +98,7 @@ class HFEncoder(Encoder):
         )
         keep = ("input_ids",) if siglip else ("input_ids", "attention_mask")
         inputs = {k: inputs[k].to(self.device) for k in keep}
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             return _features(self.model.get_text_features(**inputs))
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
@@ -105,7 +106,7 @@ class HFEncoder(Encoder):
 
     def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
         pixels = torch.from_numpy(np.stack(prepared)).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             return _features(self.model.get_image_features(pixel_values=pixels))
 
 
@@ -117,8 +118,12 @@ def load(
     batch_size: int | None = None,
     resize_mode: str | None = None,
 ) -> HFEncoder:
-    """`arg` follows 'hf:'; resize_mode (crop, pad, squash) overrides the checkpoint's own."""
-    torch_device = hub.torch_device(device)
+    """`arg` follows 'hf:'; resize_mode (crop, pad, squash) overrides the checkpoint's own.
+
+    device: cpu, cuda, cuda:N, mps or auto (models/device.py); on CUDA inference runs in
+    float16 autocast.
+    """
+    where = torch_device(device)  # an unusable device fails before any weights load
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     folder = Path(arg).expanduser()
@@ -133,9 +138,9 @@ def load(
     else:
         parts = _load_from_hub(arg)
     model, tokenizer, image_processor = parts
-    return HFEncoder(
-        f"hf:{arg}", model, tokenizer, image_processor, torch_device, batch_size, resize_mode
-    )
+    # Named as a collection records it: a folder absolute, whatever the working folder.
+    name = canonical_name(f"hf:{arg}")
+    return HFEncoder(name, model, tokenizer, image_processor, where, batch_size, resize_mode)
 
 
 def list_models() -> list[ModelInfo]:
@@ -192,7 +197,9 @@ def _load_parts(source: str, arg: str, local_files_only: bool = True):
             f"checkpoints ({', '.join(_MODEL_CLASSES)}): for OpenCLIP use openclip:ARCH/FILE"
         )
     try:
-        model = model_class.from_pretrained(source, dtype=torch.float32, **common)
+        model, info = model_class.from_pretrained(
+            source, dtype=torch.float32, output_loading_info=True, **common
+        )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
         image_processor = AutoImageProcessor.from_pretrained(source, **common)
     except OSError as e:
@@ -203,7 +210,21 @@ def _load_parts(source: str, arg: str, local_files_only: bool = True):
         raise ModelLoadError(f"loading {arg} needs a package that is not installed: {e}") from e
     except Exception as e:  # safetensors, pickle and shape errors all mean "unusable checkpoint"
         raise _not_loadable(arg, e) from e
+    _refuse_random_weights(model, info, arg)
     return model, tokenizer, image_processor
+
+
+def _refuse_random_weights(model, info: dict, arg: str) -> None:
+    """transformers fills weights a checkpoint lacks with random ones and only logs it; a folder
+    whose weights are partial (or saved from another model) would embed noise."""
+    buffers = {name for name, _ in model.named_buffers()}
+    missing = sorted(set(info.get("missing_keys", ())) - buffers)
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" * (len(missing) > 3))
+        raise ModelLoadError(
+            f"{arg}: its weights lack {len(missing)} tensor(s) of the {model.config.model_type} "
+            f"model ({shown}), which would be random. Save the whole model: {_SAVE_HINT}"
+        )
 
 
 def _not_loadable(arg: str, e: Exception) -> ModelLoadError | ModelNotFoundError:

@@ -29,21 +29,6 @@ RESIZE_MODES = ("crop", "pad", "squash")
 _TRUE = {"1", "on", "yes", "true"}
 
 
-def torch_device(device: str):
-    """A torch.device for the `device` option; asking for CUDA where there is none is an error."""
-    import torch
-
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InvalidInputError(f"unknown device {device!r}: use 'cpu' or 'cuda'") from e
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"device {device!r} asked for, but no CUDA GPU is usable here: use 'cpu'"
-        )
-    return resolved
-
-
 def set_num_threads(num_threads: int | None) -> None:
     """Apply the `num_threads` option (torch's intra-op threads, process-wide) when given."""
     if num_threads is None:

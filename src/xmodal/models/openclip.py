@@ -1,10 +1,13 @@
 """OpenCLIP models, through the open_clip library.
 
-  openclip:ARCH                   random weights (tests, training from scratch)
   openclip:ARCH/TAG               weights open_clip knows by tag (open_clip.list_pretrained())
   openclip:ARCH/path/to/file      a local checkpoint: .safetensors/.pt/.bin state dict, or an
                                   open_clip training checkpoint ("state_dict", "module." prefixes)
   openclip:hf-hub:ORG/REPO        an OpenCLIP repository on the Hugging Face hub
+  openclip:ARCH/random            random weights, asked for by name (tests, training from scratch)
+
+`openclip:ARCH` alone is refused: random weights would index a collection without a word of
+warning, and find nothing.
 
 Hub weights come from the local Hugging Face cache when they are there; otherwise the hub is probed
 once and an offline machine gets a ModelLoadError within seconds instead of minutes of retries.
@@ -28,9 +31,12 @@ from PIL import Image
 from xmodal.errors import ModelLoadError, ModelNotFoundError
 from xmodal.models import hub
 from xmodal.models.base import Encoder
-from xmodal.models.registry import ModelInfo
+from xmodal.models.device import autocast, torch_device
+from xmodal.models.registry import ModelInfo, canonical_name
 
 HF_HUB = "hf-hub:"
+# The PRETRAINED value that asks for randomly initialised weights.
+RANDOM = "random"
 
 # open_clip preprocess_cfg resize_mode -> ours
 _NATIVE_MODE = {"shortest": "crop", "longest": "pad", "squash": "squash"}
@@ -74,7 +80,7 @@ class OpenClipEncoder(Encoder):
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             return self.model.encode_text(tokens).float().cpu().numpy()
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
@@ -82,7 +88,7 @@ class OpenClipEncoder(Encoder):
 
     def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
         pixels = torch.from_numpy(np.stack(prepared)).to(self.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.device):
             return self.model.encode_image(pixels).float().cpu().numpy()
 
 
@@ -94,17 +100,21 @@ def load(
     batch_size: int | None = None,
     resize_mode: str | None = None,
 ) -> OpenClipEncoder:
-    """`arg` follows 'openclip:'; resize_mode (crop, pad, squash) overrides the model's own."""
-    torch_device = hub.torch_device(device)
+    """`arg` follows 'openclip:'; resize_mode (crop, pad, squash) overrides the model's own.
+
+    device: cpu, cuda, cuda:N, mps or auto (models/device.py); on CUDA inference runs in
+    float16 autocast.
+    """
+    where = torch_device(device)  # an unusable device fails before any weights load
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     if arg.startswith(HF_HUB):
-        model, tokenizer, embed_dim = _from_hub_repo(arg[len(HF_HUB) :], torch_device)
+        model, tokenizer, embed_dim = _from_hub_repo(arg[len(HF_HUB) :], where)
     else:
-        model, tokenizer, embed_dim = _from_arch(arg, torch_device)
-    return OpenClipEncoder(
-        f"openclip:{arg}", model, tokenizer, embed_dim, torch_device, batch_size, resize_mode
-    )
+        model, tokenizer, embed_dim = _from_arch(arg, where)
+    # Named as a collection records it: a checkpoint path absolute, whatever the working folder.
+    name = canonical_name(f"openclip:{arg}")
+    return OpenClipEncoder(name, model, tokenizer, embed_dim, where, batch_size, resize_mode)
 
 
 def list_models() -> list[ModelInfo]:
@@ -129,7 +139,10 @@ def list_models() -> list[ModelInfo]:
             "any open_clip architecture with your own weights (.safetensors, .pt, .bin)",
         ),
         ModelInfo(
-            "openclip:ARCH", None, True, "random weights: for tests and training from scratch"
+            f"openclip:ARCH/{RANDOM}",
+            None,
+            True,
+            "random weights, only when asked for: tests and training from scratch",
         ),
         ModelInfo("openclip:hf-hub:ORG/REPO", None, True, "an OpenCLIP repository on the HF hub"),
     ]
@@ -143,11 +156,13 @@ def _from_arch(arg: str, device: torch.device):
     # Architecture names never contain "/", so everything after the first one is the tag or path.
     arch, _, pretrained = arg.partition("/")
     _check_arch(arch)
+    if not pretrained:
+        raise ModelNotFoundError(_no_weights_message(arch))
     model_cfg = open_clip.get_model_config(arch)
     _require_text_tower_config(model_cfg)
     tokenizer = _tokenizer(arch, model_cfg)
-    if not pretrained:
-        # No weights asked for: do not let a Hugging Face text tower fetch its own.
+    if pretrained == RANDOM:
+        # Random weights asked for: do not let a Hugging Face text tower fetch its own.
         model = _create(arch, f"random {arch}", device=device, pretrained_text=False)
     elif tag_cfg := open_clip.get_pretrained_cfg(arch, pretrained):
         weights = _tag_weights(arch, pretrained, tag_cfg)
@@ -207,6 +222,19 @@ def _hub_repo_files(repo: str) -> tuple[str, str]:
             f"CLIP/SigLIP repository use hf:{repo}"
         ) from e
     return config_file, weights
+
+
+def _no_weights_message(arch: str) -> str:
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    known = f"a pretrained tag ({', '.join(tags)})" if tags else "a pretrained tag (it has none)"
+    return (
+        f"openclip:{arch} names an architecture but no weights, and random weights index "
+        f"nothing useful. Give {known} as openclip:{arch}/TAG, a local checkpoint as "
+        f"openclip:{arch}/path/to/file.safetensors (or .pt, .bin), an OpenCLIP hub "
+        f"repository as openclip:hf-hub:ORG/REPO, or a folder from `xmodal train` as its "
+        f"path; for random weights on purpose (tests, training from scratch) say "
+        f"openclip:{arch}/{RANDOM}"
+    )
 
 
 def _check_arch(arch: str) -> None:

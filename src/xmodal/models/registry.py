@@ -2,7 +2,8 @@
 
 Names users type:
   lite, lite-en, ...        built-in offline models (see xmodal.models.lite.VARIANTS)
-  openclip:ARCH[/PRETRAINED] any OpenCLIP architecture; PRETRAINED is a tag or a checkpoint file
+  openclip:ARCH/PRETRAINED  any OpenCLIP architecture; PRETRAINED is a tag, a checkpoint file, or
+                            `random` for random weights on purpose (ARCH alone is refused)
   hf:REPO_OR_DIR            a Hugging Face CLIPModel / SiglipModel checkpoint
   path/to/folder            a model written by `xmodal train` (a folder with xmodal-model.json)
   fake[:DIM]                a deterministic fake, for tests
@@ -73,18 +74,29 @@ def parse_name(name: str) -> tuple[str, str]:
             f"a transformers folder loads as hf:{name}"
         )
     raise ModelNotFoundError(
-        f"unknown model '{name}': use lite, openclip:ARCH[/PRETRAINED] or hf:REPO_OR_DIR "
+        f"unknown model '{name}': use lite, openclip:ARCH/PRETRAINED or hf:REPO_OR_DIR "
         "(xmodal models lists them)"
     )
 
 
 def canonical_name(name: str) -> str:
-    """The name a collection records for `name`: a trained-model folder becomes its absolute
-    path, so the collection opens from any working directory; other names are kept as typed."""
+    """The name a collection records for `name`: local paths in it (a trained-model folder, an
+    openclip checkpoint file, an hf folder) become absolute, so the collection opens from any
+    working directory; other names (tags, hub repositories) are kept as typed."""
     prefix, arg = parse_name(name)
     if prefix == "trained":
-        return str(Path(arg).expanduser().resolve())
+        return _absolute(arg)
+    if prefix == "openclip" and not arg.startswith("hf-hub:"):
+        arch, sep, pretrained = arg.partition("/")
+        if sep and Path(pretrained).expanduser().is_file():
+            return f"openclip:{arch}/{_absolute(pretrained)}"
+    if prefix == "hf" and Path(arg).expanduser().is_dir():
+        return f"hf:{_absolute(arg)}"
     return name.strip()
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().resolve())
 
 
 def _backend_module(backend: Backend):
@@ -98,14 +110,21 @@ def _backend_module(backend: Backend):
     return importlib.import_module(backend.module)
 
 
-def load_model(name: str | None = None, **options) -> Encoder:
-    """Load an encoder by name; None means the configured default (XMODAL_MODEL or 'lite')."""
+def load_model(name: str | None = None, *, device: str | None = None, **options) -> Encoder:
+    """Load an encoder by name; None means the configured default (XMODAL_MODEL or 'lite').
+
+    device: cpu, cuda, cuda:N, mps or auto; None means XMODAL_DEVICE, else cpu. An unusable
+    device raises DeviceError before any weights load.
+    """
+    from xmodal.models.device import resolve_device
+
     if name is None:
         from xmodal.config import get_settings
 
         name = get_settings().model
     prefix, arg = parse_name(name)
-    return _backend_module(BACKENDS[prefix]).load(arg, **options)
+    module = _backend_module(BACKENDS[prefix])
+    return module.load(arg, device=resolve_device(device), **options)
 
 
 def list_models() -> list[ModelInfo]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from xmodal.errors import ModelLoadError, ModelNotFoundError
 from xmodal.models.base import Encoder
+from xmodal.models.device import resolve_device
 from xmodal.models.registry import TRAINED_CARD, ModelInfo
 
 FORMAT = "xmodal-trained-model"
@@ -51,6 +52,8 @@ def load(arg: str, **options) -> Encoder:
             f"{arg} is not a folder written by `xmodal train` (no {TRAINED_CARD} in it)"
         )
     card = read_card(folder)
+    # Before the weights: an unusable device fails first; "auto" becomes a concrete one.
+    options["device"] = resolve_device(options.get("device"))
     loader = _LOADERS.get(card["backend"])
     if loader is None:
         raise ModelLoadError(
@@ -106,8 +109,9 @@ def _openclip(
 
     from xmodal.models import hub
     from xmodal.models import openclip as backend
+    from xmodal.models.device import torch_device as resolve
 
-    torch_device = hub.torch_device(device)
+    torch_device = resolve(device)
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     try:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from xmodal.evaluate.retrieval import retrieval_metrics
+from xmodal.models.device import torch_device as resolve_torch_device
 from xmodal.pairs import load_pairs
 from xmodal.train.adapters import TrainAdapter, adapter_for
 from xmodal.train.adapters.base import take, to_device
@@ -82,7 +83,8 @@ def train(
     """Fine-tune model `base` on the pairs file or folder `pairs`; the result goes to `out`.
 
     resume: continue the run checkpointed in `out` (same base, data and config), ending with the
-    same weights as an uninterrupted run. device: "cpu" or "cuda" (default: cuda if present).
+    same weights as an uninterrupted run. device: cpu, cuda, cuda:N, mps or auto (the default:
+    cuda when there is one, else mps, else cpu); an unusable one is a DeviceError.
     on_epoch is called after each epoch's checkpoint is written.
     """
     config = config or TrainConfig()
@@ -96,9 +98,9 @@ def train(
         check_same_run(state, base, fingerprint, config)
     train_set, val_set = dataset.split(config.val_fraction, config.seed)
 
-    torch_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_device = resolve_torch_device(device or "auto")
     torch.manual_seed(config.seed)
-    adapter = adapter_for(base, torch_device.type)
+    adapter = adapter_for(base, str(torch_device))
     adapter.module.to(torch_device)
     trainable = _select(adapter, config)
 

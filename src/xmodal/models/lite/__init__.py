@@ -76,12 +76,17 @@ def load(
     batch_size: int | None = None,
     resize_mode: str | None = None,
     runtime: str | None = None,
+    device: str = "cpu",
 ):
     """Load a lite variant by name ('lite', 'lite-en', ...) -> LiteEncoder.
 
     runtime: how the image tower runs, "auto", "onnx" or "torch" (runtime.py); None:
-    $XMODAL_LITE_RUNTIME, else "auto".
+    $XMODAL_LITE_RUNTIME, else "auto". device: cpu, cuda, cuda:N, mps or auto
+    (models/device.py); the image tower and the MiniLM text tower run there.
     """
+    from xmodal.models.device import resolve_device
+
+    device = resolve_device(device)
     variant = VARIANTS.get(arg or DEFAULT)
     if variant is None:
         raise ModelNotFoundError(
@@ -95,6 +100,7 @@ def load(
         batch_size=batch_size,
         resize_mode=resize_mode,
         runtime=runtime,
+        device=device,
     )
 
 

@@ -61,7 +61,10 @@ class LiteEncoder(Encoder):
         resize_mode: str | None = None,
         runtime: str | None = None,
         head: AlignmentHead | None = None,
+        device: str = "cpu",
     ):
+        """device: a name resolve_device() gave. The image tower and the MiniLM text tower run
+        there; e5 (a C engine) and the small alignment head stay on the CPU."""
         import torch
 
         from xmodal.models.lite.runtime import image_runner
@@ -79,7 +82,10 @@ class LiteEncoder(Encoder):
         if batch_size:
             self.batch_size = batch_size
         image_tower = IMAGE_TOWERS[variant.image_tower]
-        self._run = image_runner(image_tower, runtime=runtime, num_threads=num_threads)
+        self.device = device
+        self._run = image_runner(
+            image_tower, runtime=runtime, num_threads=num_threads, device=device
+        )
         self.runtime = self._run.name  # "onnx" or "torch"
         self.transform = ImageTransform(
             image_tower.size,
@@ -87,7 +93,9 @@ class LiteEncoder(Encoder):
             image_tower.std,
             resize_mode=resize_mode or variant.resize_mode,
         )
-        self.text_towers = [TEXT_TOWERS[t](num_threads=num_threads) for t in variant.text_towers]
+        self.text_towers = [
+            TEXT_TOWERS[t](num_threads=num_threads, device=device) for t in variant.text_towers
+        ]
         self._means: list[np.ndarray | None] = []
         self.class_vectors: list[np.ndarray] = []  # per tower, (1000, 384)
         for tower in variant.text_towers:

@@ -5,6 +5,10 @@ XMODAL_LITE_RUNTIME (or `load_model("lite", runtime=...)`) chooses:
   onnx   ONNX Runtime, or a ModelLoadError saying why not.
   torch  eager torch in channels_last layout (what auto falls back to).
 
+On a GPU (`device` cuda or cuda:N) ONNX Runtime runs the graph with its CUDAExecutionProvider
+(the onnxruntime-gpu package); "auto" without that provider runs torch on the GPU instead, and
+"onnx" is a DeviceError. On mps only torch can run it.
+
 Both give the same logits to within float rounding (ONNX Runtime fuses batch norm into the
 convolutions and picks its own kernels), so vectors from either mix in one collection.
 
@@ -21,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -30,8 +32,9 @@ from typing import Protocol
 
 import numpy as np
 
+from xmodal.atomic import write_atomically
 from xmodal.config import get_settings
-from xmodal.errors import InvalidInputError, MissingExtraError, ModelLoadError
+from xmodal.errors import DeviceError, InvalidInputError, MissingExtraError, ModelLoadError
 from xmodal.models.lite.spec import ImageTower
 
 RUNTIMES = ("auto", "onnx", "torch")
@@ -53,24 +56,26 @@ class ImageRunner(Protocol):
 class TorchRunner:
     name = "torch"
 
-    def __init__(self, net):
+    def __init__(self, net, device: str = "cpu"):
         import torch
 
         self._torch = torch
-        # NHWC lets the depthwise and 1x1 convolutions use oneDNN's faster kernels.
-        self._net = net.to(memory_format=torch.channels_last)
+        self._device = torch.device(device)
+        # NHWC lets the depthwise and 1x1 convolutions use oneDNN's (and cuDNN's) faster kernels.
+        self._net = net.to(self._device, memory_format=torch.channels_last)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         torch = self._torch
-        x = torch.from_numpy(pixels).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(pixels).to(self._device)
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            return self._net(x).numpy()
+            return self._net(x).float().cpu().numpy()
 
 
 class OnnxRunner:
     name = "onnx"
 
-    def __init__(self, model: bytes, num_threads: int):
+    def __init__(self, model: bytes, num_threads: int, device: str = "cpu"):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -80,9 +85,19 @@ class OnnxRunner:
         # that run beside the model while indexing.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self._session = ort.InferenceSession(model, options, providers=_providers(device))
         except Exception as e:  # onnxruntime's errors share no base class but Exception
             raise ModelLoadError(f"ONNX Runtime cannot load the lite graph: {e}") from e
+        # A CUDA provider that cannot start (no driver, missing CUDA libraries) only warns and
+        # leaves the session on the CPU: say so instead of running there unasked.
+        if (
+            device.startswith("cuda")
+            and "CUDAExecutionProvider" not in self._session.get_providers()
+        ):
+            raise DeviceError(
+                f"ONNX Runtime's CUDA provider could not start on {device} (see its warning "
+                "above: CUDA and cuDNN libraries); XMODAL_LITE_RUNTIME=torch runs torch on the GPU"
+            )
         self._input = self._session.get_inputs()[0].name
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
@@ -103,21 +118,56 @@ def cache_dir() -> Path:
 
 
 def image_runner(
-    tower: ImageTower, *, runtime: str | None = None, num_threads: int | None = None
+    tower: ImageTower,
+    *,
+    runtime: str | None = None,
+    num_threads: int | None = None,
+    device: str = "cpu",
 ) -> ImageRunner:
-    """The fastest runner for `tower` that `runtime` allows (None: the configured one)."""
+    """The fastest runner for `tower` that `runtime` allows (None: the configured one) on
+    `device`, a name resolve_device() gave ("cpu", "cuda:N" or "mps")."""
     runtime = runtime or get_settings().lite_runtime
     if runtime not in RUNTIMES:
         raise InvalidInputError(
             f"unknown lite runtime {runtime!r}: use one of {', '.join(RUNTIMES)}"
         )
-    if runtime != "torch":
+    if runtime != "torch" and _onnx_can_run_on(device, required=runtime == "onnx"):
         try:
-            return _onnx_runner(tower, num_threads)
+            return _onnx_runner(tower, num_threads, device)
         except ModelLoadError:
             if runtime == "onnx":
                 raise
-    return TorchRunner(_torch_net(tower))
+    return TorchRunner(_torch_net(tower), device)
+
+
+def _onnx_can_run_on(device: str, *, required: bool) -> bool:
+    """Whether ONNX Runtime has a provider for `device`; DeviceError when `required` and not."""
+    if device == "cpu":
+        return True
+    if device.startswith("cuda"):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return False  # _onnx_runner says the package is missing when it is required
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return True
+        why = (
+            "the installed onnxruntime has no CUDAExecutionProvider: install onnxruntime-gpu "
+            "in its place, or set XMODAL_LITE_RUNTIME=torch (or auto) to run torch on the GPU"
+        )
+    else:
+        why = "ONNX Runtime cannot run on it: set XMODAL_LITE_RUNTIME=torch (or auto)"
+    if required:
+        raise DeviceError(f"the lite image tower on {device} with the onnx runtime: {why}")
+    return False
+
+
+def _providers(device: str) -> list:
+    if not device.startswith("cuda"):
+        return ["CPUExecutionProvider"]
+    index = int(device.partition(":")[2] or 0)
+    # CPU stays listed for the few operators the CUDA provider lacks.
+    return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
 
 
 def _torch_net(tower: ImageTower):
@@ -126,7 +176,7 @@ def _torch_net(tower: ImageTower):
     return load_efficientnet(tower.package).fix_input_size(tower.size)
 
 
-def _onnx_runner(tower: ImageTower, num_threads: int | None) -> OnnxRunner:
+def _onnx_runner(tower: ImageTower, num_threads: int | None, device: str = "cpu") -> OnnxRunner:
     import torch
 
     try:
@@ -139,8 +189,9 @@ def _onnx_runner(tower: ImageTower, num_threads: int | None) -> OnnxRunner:
     for path in sorted(folder.glob(f"{key}-*.onnx")):
         model = _read_verified(path)
         if model is not None:
-            return OnnxRunner(model, threads)
-    # Not cached (or damaged): export, and keep the graph only if it matches torch.
+            return OnnxRunner(model, threads, device)
+    # Not cached (or damaged): export, and keep the graph only if it matches torch (both on
+    # the CPU: the check is of the graph, not of a GPU's rounding).
     net = _torch_net(tower)
     model = _export(net, tower.size)
     runner = OnnxRunner(model, threads)
@@ -151,7 +202,7 @@ def _onnx_runner(tower: ImageTower, num_threads: int | None) -> OnnxRunner:
     if not np.abs(runner(probe) - expected).max() <= _PROBE_TOLERANCE:
         raise ModelLoadError("the exported lite graph does not reproduce torch's logits")
     _write_atomically(folder / f"{key}-{_digest(model)}.onnx", model)
-    return runner
+    return runner if device == "cpu" else OnnxRunner(model, threads, device)
 
 
 def _digest(data: bytes) -> str:
@@ -218,13 +269,6 @@ def _write_atomically(path: Path, data: bytes) -> None:
     """Best effort: a cache that cannot be written only costs an export on the next load."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(temp, path)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        write_atomically(path, data, fsync=False)
     except OSError:
         pass

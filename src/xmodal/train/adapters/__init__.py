@@ -21,12 +21,12 @@ def adapter_for(base: str, device: str = "cpu") -> TrainAdapter:
         )
     if prefix not in TRAINABLE:
         raise InvalidInputError(
-            f"{base} cannot be trained: use lite, openclip:ARCH[/PRETRAINED] or hf:REPO_OR_DIR"
+            f"{base} cannot be trained: use lite, openclip:ARCH/PRETRAINED or hf:REPO_OR_DIR"
         )
     if prefix == "lite":
         from xmodal.train.adapters.lite import LiteAdapter
 
-        return LiteAdapter(load_model(base), base)
+        return LiteAdapter(load_model(base, device=device), base)
     if prefix == "openclip":
         from xmodal.train.adapters.openclip import OpenClipAdapter
 

@@ -1,0 +1,274 @@
+"""Commands on a collection: index, search, dedup, and the demo that builds one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from xmodal.cli.common import batch_option, db_option, device_option, model_option, warn
+from xmodal.errors import XmodalError
+
+
+def _parse_size(text: str | None) -> int | None:
+    """'512M', '2G', '1500000' -> bytes."""
+    if not text:
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    text = text.strip().upper().removesuffix("B")
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a size like 512M or 2G") from None
+
+
+def _index_spec(ctx, param, value: str | None) -> str | None:
+    from xmodal.index import parse_index_spec
+
+    if value is None:
+        return None
+    try:
+        parse_index_spec(value)
+    except XmodalError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1)
+@db_option
+@model_option
+@device_option(expose=False)
+@click.option(
+    "--index",
+    "index_kind",
+    default=None,
+    callback=_index_spec,
+    help="ANN index: auto (picked from the collection size and --max-memory), flat, hnsw, ivf "
+    "or ivf-pq, optionally with parameters, e.g. ivf:nlist=4096,nprobe=24. Kept for later "
+    "runs. Default: the collection's last choice, else auto",
+)
+@click.option("--max-memory", default=None, help="memory budget for the index, e.g. 2G")
+@click.option("--follow-symlinks", is_flag=True, help="follow links that leave the folders")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="when another process is writing the collection, wait for it instead of exiting 75",
+)
+@batch_option
+def index_cmd(paths, db, model_name, index_kind, max_memory, follow_symlinks, wait, batch_size):
+    """Index images under PATHS (folders or files); re-runs embed only what changed.
+
+    With no PATHS, the folders indexed before are scanned again. One process indexes a
+    collection at a time: another one exits with code 75, or waits its turn with --wait.
+    """
+    from xmodal.engine.collection import Collection
+    from xmodal.scan import display_path
+
+    def on_wait() -> None:
+        warn("waiting for another process that is writing the collection ...")
+
+    with Collection.open(db, model_name) as collection:
+        report = collection.index(
+            list(paths),
+            progress=True,
+            follow_symlinks=follow_symlinks,
+            index_kind=index_kind,
+            max_memory_bytes=_parse_size(max_memory),
+            batch_size=batch_size,
+            wait=wait,
+            on_wait=on_wait,
+        )
+        for path, reason in report.skipped:
+            warn(f"skipping {display_path(path)}: {reason}")
+        click.echo(
+            f"added {report.added}, updated {report.updated}, moved {report.moved}, "
+            f"removed {report.removed}, unchanged {report.unchanged}, "
+            f"skipped {len(report.skipped)}; {collection.count()} items in "
+            f"{collection.db_path} ({report.seconds:.1f} s, "
+            f"{report.images_per_second:.1f} images/s)"
+        )
+
+
+def _query_terms(query, images, negatives, negative_images):
+    from xmodal.engine.query import IMAGE, TEXT, QueryTerm, split_weight
+
+    terms = []
+    for kind, values, sign in (
+        (TEXT, [query] if query else [], 1),
+        (TEXT, negatives, -1),
+        (IMAGE, images, 1),
+        (IMAGE, negative_images, -1),
+    ):
+        for raw in values:
+            value, weight = split_weight(raw)
+            terms.append(QueryTerm(kind, value, sign * abs(weight)))
+    return terms
+
+
+def _hits_json(query: str, hits) -> str:
+    from xmodal.scan import display_path
+
+    results = [{"id": h.id, "path": display_path(h.path), "score": round(h.score, 6)} for h in hits]
+    return json.dumps({"query": query, "results": results}, ensure_ascii=False)
+
+
+def _parse_where(pairs: Sequence[str]) -> dict | None:
+    where = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--where")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        where[key] = value if isinstance(value, (int, float, bool)) else raw
+    return where or None
+
+
+@click.command("search")
+@click.argument("query", required=False)
+@click.option("--image", "-i", "images", multiple=True, help="more like this image (PATH[^W])")
+@click.option("--not", "negatives", multiple=True, help="less like this text (TEXT[^W])")
+@click.option("--not-image", "negative_images", multiple=True, help="less like this image")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--threshold", type=float, default=None, help="only results scoring at least this")
+@click.option(
+    "--where",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="only items whose metadata has KEY equal to VALUE (a JSON number/boolean, else text)",
+)
+@click.option(
+    "--queries",
+    type=click.File("r", encoding="utf-8"),
+    default=None,
+    help="one text query per line; prints JSON Lines in order",
+)
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+@model_option
+@device_option(expose=False)
+def search_cmd(
+    query, images, negatives, negative_images, k, threshold, where, queries, as_json, db, model_name
+) -> None:
+    """Search the collection with a text QUERY, images, or a weighted mix of both.
+
+    A term may end in ^WEIGHT: xmodal search "beach^2" --image me.jpg --not "people^0.5"
+    """
+    from xmodal.engine.collection import Collection
+    from xmodal.engine.query import query_vector
+    from xmodal.scan import display_path
+
+    filters = _parse_where(where)
+    with Collection.open(db, model_name, create=False) as collection:
+        if queries is not None:
+            texts = [line.strip() for line in queries if line.strip()]
+            vectors = collection.encoder.embed_texts(texts) if texts else []
+            all_hits = collection.search_vectors(vectors, k, threshold, filters) if texts else []
+            for text, hits in zip(texts, all_hits):
+                click.echo(_hits_json(text, hits))
+            return
+        terms = _query_terms(query, images, negatives, negative_images)
+        if not terms:
+            raise click.UsageError("give a text QUERY, --image, or --queries FILE")
+        if collection.count() == 0:
+            hits = []
+        else:
+            vector = query_vector(collection.encoder, terms)
+            hits = collection.search_vectors(vector, k, threshold, filters)[0]
+        label = query or " ".join(t.describe() for t in terms)
+        if as_json:
+            click.echo(_hits_json(label, hits))
+            return
+        if not hits:
+            click.echo("no results")
+        for rank, hit in enumerate(hits, 1):
+            click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}")
+
+
+@click.command("dedup")
+@click.option(
+    "--threshold",
+    type=click.FloatRange(0, 1),
+    default=0.95,
+    show_default=True,
+    help="cosine similarity above which two images are near-duplicates",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per group")
+@db_option
+@model_option
+def dedup_cmd(threshold, as_json, db, model_name) -> None:
+    """Groups of near-duplicate images, each member with its similarity to the first.
+
+    Compares the stored vectors: no model runs, so there is no --device.
+    """
+    from xmodal.engine.collection import Collection
+    from xmodal.scan import display_path
+
+    with Collection.open(db, model_name, create=False) as collection:
+        groups = collection.near_duplicates(threshold)
+    for group in groups:
+        if as_json:
+            members = [
+                {"path": display_path(m.path), "similarity": round(m.score, 6)}
+                for m in group.members
+            ]
+            record = {"first": display_path(group.first.path), "members": members}
+            click.echo(json.dumps(record, ensure_ascii=False))
+            continue
+        click.echo(display_path(group.first.path))
+        for m in group.members:
+            click.echo(f"  {m.score:.4f}  {display_path(m.path)}")
+    if not as_json:
+        click.echo(f"{len(groups)} group(s) at threshold {threshold}")
+
+
+@click.command("demo")
+@click.option(
+    "--dir",
+    "folder",
+    default="xmodal-demo",
+    show_default=True,
+    help="where the sample photos and their collection are written",
+)
+@model_option
+@device_option(expose=False)
+def demo_cmd(folder, model_name) -> None:
+    """Index 14 real sample photos, search them in English and Hindi, and classify them."""
+    from xmodal.engine.collection import Collection
+    from xmodal.engine.zeroshot import ZeroShotClassifier
+    from xmodal.samples import DISTRACTOR_LABELS, sample_photos
+
+    root = Path(folder)
+    photos = sample_photos(root / "photos")
+    with Collection.open(root / "db", model_name) as collection:
+        report = collection.index([root / "photos"], progress=True)
+        click.echo(
+            f"indexed {root / 'photos'}: {report.added} added, {report.unchanged} unchanged, "
+            f"{collection.count()} items, model {collection.model_name}"
+        )
+        click.echo("\nsearch (best match):")
+        for query in ["a cat", "बिल्ली की फोटो", "a cup of coffee", "कॉफ़ी का कप", "a rocket"]:
+            best = collection.search_text(query, k=1)[0]
+            click.echo(f"  {query:<20} -> {Path(best.path).name:<24} {best.score:.3f}")
+        encoder = collection.encoder
+
+    labels = [p.label for p in photos] + list(DISTRACTOR_LABELS)
+    vectors = encoder.embed_images([p.path for p in photos])
+    ranked = ZeroShotClassifier(encoder, labels).rank(vectors, top_k=1)
+    click.echo(f"\nzero-shot over {len(labels)} labels:")
+    hits = 0
+    for photo, (best,) in zip(photos, ranked):
+        hit = best.label == photo.label
+        hits += hit
+        click.echo(
+            f"  {'ok' if hit else '--'} {photo.path.name:<24} {best.label:<20} {best.score:6.1%}"
+        )
+    click.echo(f"  {hits}/{len(photos)} correct")
+    click.echo(f'\nnext: xmodal search --db {root / "db"} "a photo of a horse"')
