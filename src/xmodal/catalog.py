@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from xmodal.errors import CatalogError, InvalidInputError
+from xmodal.errors import CatalogError
+from xmodal.filters import Filter, parse_filter
 
 MIGRATIONS: list[str] = [
     # 1: what an indexed file needs.
@@ -59,7 +60,19 @@ MIGRATIONS: list[str] = [
         reason TEXT NOT NULL
     );
     """,
+    # 3: range filters on the built-in fields answer from an index, not a scan (path prefixes
+    # already have the UNIQUE index).
+    """
+    CREATE INDEX files_by_size ON files (size);
+    CREATE INDEX files_by_width ON files (width);
+    CREATE INDEX files_by_height ON files (height);
+    CREATE INDEX files_by_mtime ON files (mtime_ns);
+    """,
 ]
+# Allowed-id sets kept per filter until the catalog changes (metadata keys have no index, so a
+# repeated filtered query would otherwise rescan every row's JSON).
+_FILTER_CACHE_ENTRIES = 32
+_FILTER_CACHE_IDS = 4_000_000  # 32 MB of int64 ids at most, whatever the collection's size
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -133,6 +146,9 @@ class Catalog:
         self._in_transaction = False
         self._changed = False
         self._reading = 0
+        self._commits = 0  # this connection's own commits (data_version counts the others')
+        self._filter_cache: dict[Filter, np.ndarray] = {}
+        self._filter_cache_version: tuple[int, int] | None = None
 
     def close(self) -> None:
         self._db.close()
@@ -152,6 +168,7 @@ class Catalog:
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'"
                 )
             self._db.execute("COMMIT")
+            self._commits += 1
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
@@ -297,21 +314,29 @@ class Catalog:
         )
         return cursor.rowcount > 0
 
-    def ids_where(self, where: dict[str, Any]) -> np.ndarray:
-        """Ids of the items whose metadata has every key of `where` equal to its value
-        (strings, numbers, booleans), sorted."""
-        sql, args = ["SELECT id FROM files WHERE 1"], []
-        for key, value in where.items():
-            if not isinstance(key, str) or not key or '"' in key or not key.isprintable():
-                raise InvalidInputError(f"metadata key {key!r}: use printable text, no quotes")
-            if value is None or not isinstance(value, (str, int, float, bool)):
-                raise InvalidInputError(
-                    f"metadata filter {key!r}: match a string, number or boolean, not {value!r}"
-                )
-            sql.append("AND json_extract(metadata, ?) = ?")
-            args += [f'$."{key}"', value]
-        rows = self._db.execute(" ".join(sql) + " ORDER BY id", args)
-        return np.array([r[0] for r in rows], dtype=np.int64)
+    def ids_where(self, where: Filter | dict[str, Any]) -> np.ndarray:
+        """Ids of the items matching `where` (see xmodal.filters), sorted; cached until any
+        connection commits to the catalog. Treat the array as read-only."""
+        query = parse_filter(where)
+        version = (self.data_version(), self._commits)
+        if version != self._filter_cache_version:
+            self._filter_cache, self._filter_cache_version = {}, version
+        # Inside a transaction the rows may still change or roll back: no cache either way.
+        found = None if self._in_transaction else self._filter_cache.get(query)
+        if found is None:
+            clause, args = query.sql() if query is not None else ("1", [])
+            rows = self._db.execute(f"SELECT id FROM files WHERE {clause} ORDER BY id", args)
+            found = np.array([r[0] for r in rows], dtype=np.int64)
+            found.flags.writeable = False
+            cache = self._filter_cache
+            while cache and (
+                len(cache) >= _FILTER_CACHE_ENTRIES
+                or sum(a.size for a in cache.values()) + found.size > _FILTER_CACHE_IDS
+            ):
+                cache.pop(next(iter(cache)))  # the oldest first
+            if found.size <= _FILTER_CACHE_IDS and not self._in_transaction:
+                cache[query] = found
+        return found
 
     # -- skipped files ----------------------------------------------------------------------
 

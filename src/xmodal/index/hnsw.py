@@ -3,11 +3,11 @@
 The graph cannot delete nodes, so remove (and replace) marks the node's label dead: searches
 skip dead labels through a bitmap selector, and once dead labels exceed `rebuild_fraction` of
 the graph it is rebuilt from the live vectors (HNSWFlat keeps the exact vectors, so no caller
-input is needed). Filters: a narrow allow-set (see EXHAUSTIVE_FILTER_FRACTION), or k covering
-every candidate, scans the stored vectors exactly; a wide one filters the graph walk (which
-may then, rarely, return fewer than k). Range
-search walks the graph (approximate). `ef_search` trades speed for recall and is saved.
-Memory: n·(dim·4 + ~2·m·4 graph + ~30) bytes.
+input is needed). Filters: a narrow allow-set (see _faiss.exhaustive), or k covering every
+candidate, is searched exactly, a small one (GATHER_MAX) by scoring only its own vectors; a wide
+one filters the graph walk, and a query whose walk found fewer than k allowed ids is answered
+again exactly. Range search walks the graph (approximate). `ef_search` trades speed for
+recall and is saved. Memory: n·(dim·4 + ~2·m·4 graph + ~30) bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.errors import InvalidInputError
-from xmodal.index._faiss import exhaustive, faiss
+from xmodal.index._faiss import GATHER_MAX, exhaustive, faiss, gather_search
 from xmodal.index.base import VectorIndex
 from xmodal.index.fileformat import Members
 
@@ -133,10 +133,19 @@ class HNSWIndex(VectorIndex):
         return self._live_bits
 
     def _search(self, queries, k, allowed):
+        return self._walk(queries, k, allowed, exhaustive(k, self.count(), allowed))
+
+    def _search_exact(self, queries, k, allowed):
+        return self._walk(queries, k, allowed, True)
+
+    def _walk(self, queries, k, allowed, exact: bool):
         lib = faiss()
-        if exhaustive(k, self.count(), allowed):
+        if exact and allowed is not None and allowed.size <= GATHER_MAX:
+            labels = self._labels_of(allowed)
+            return gather_search(self._storage().reconstruct_batch(labels), allowed, queries, k)
+        if exact:
             params = lib.SearchParameters()
-            target = lib.downcast_index(self._index.storage)
+            target = self._storage()
         else:
             params = lib.SearchParametersHNSW()
             params.efSearch = max(self.ef_search, k)
@@ -149,6 +158,10 @@ class HNSWIndex(VectorIndex):
             params.sel = selector
         scores, labels = target.search(queries, k, params=params)
         return scores, self._to_ids(labels)
+
+    def _storage(self):
+        """The graph's exact vectors, by label (an IndexFlatIP)."""
+        return faiss().downcast_index(self._index.storage)
 
     def _range_search(self, queries, threshold):
         lib = faiss()

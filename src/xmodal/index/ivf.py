@@ -6,8 +6,8 @@ training: until `train_size` vectors have been added they sit in an exact flat b
 searches exactly; the add that reaches train_size trains on a sample of them (at most
 64·nlist) and moves them all into the lists. Remove and replace use FAISS's remove_ids (a scan
 of the lists, no extra memory per id). Filters are an IDSelectorBatch checked while the probed
-lists are scanned (the probed lists may hold fewer than k allowed ids); a narrow one (see
-EXHAUSTIVE_FILTER_FRACTION), or k covering every candidate, probes every list. `nprobe`
+lists are scanned; a narrow one (see EXHAUSTIVE_FILTER_FRACTION), k covering every candidate,
+or a query whose probed lists held fewer than k allowed ids, probes every list. `nprobe`
 trades speed for recall and is saved. Range search scans nprobe lists (approximate). Scores
 are those of the compressed vectors: off by ~0.01 for SQ8 and up to ~0.1-0.2 for PQ, whose
 recall@10 also levels off near 0.9 (see benchmarks).
@@ -137,10 +137,16 @@ class IVFIndex(VectorIndex):
         (self._index if self.trained else self._pending).remove_ids(ids)
 
     def _search(self, queries, k, allowed):
+        return self._probe(queries, k, allowed, exhaustive(k, self.count(), allowed))
+
+    def _search_exact(self, queries, k, allowed):
+        return self._probe(queries, k, allowed, True)
+
+    def _probe(self, queries, k, allowed, every_list: bool):
         if not self.trained:
             return flat_search(self._pending, queries, k, allowed)
         params = faiss().SearchParametersIVF()
-        params.nprobe = self.nlist if exhaustive(k, self.count(), allowed) else self.nprobe
+        params.nprobe = self.nlist if every_list else self.nprobe
         if allowed is not None:
             selector = id_selector(allowed)  # params.sel does not keep it alive
             params.sel = selector

@@ -4,6 +4,7 @@ an uploaded image."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import numpy as np
@@ -11,6 +12,8 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Upload
 
 from xmodal.engine.collection import SearchHit
 from xmodal.engine.query import combine
+from xmodal.errors import InvalidInputError
+from xmodal.filters import parse_filter
 from xmodal.server.deps import get_service, read_image_upload, require_form
 from xmodal.server.schemas import Hit, SearchResults
 from xmodal.server.service import Service
@@ -22,7 +25,11 @@ ItemId = Annotated[int, Query(ge=0, le=2**63 - 1, description="an item's id: mor
 K = Annotated[int, Query(ge=1, le=MAX_K, description="results wanted")]
 Threshold = Annotated[float | None, Query(ge=-1, le=1, description="minimum score")]
 Weight = Annotated[float, Form(gt=0, le=100)]
-WHERE_HELP = 'metadata filter, a JSON object: {"album": "trip", "year": 2024}'
+WHERE_HELP = (
+    'filter, a JSON object whose keys must all hold: {"album": "trip", "year": {">=": 2020}, '
+    '"size": {">": 100000}, "width": {">=": 1024}, "mtime": {">=": "2024-01-01"}, '
+    '"path": {"prefix": "2024/"}} (a relative prefix is under each indexed root)'
+)
 
 
 def parse_where(raw: str | None) -> dict[str, Any] | None:
@@ -33,8 +40,25 @@ def parse_where(raw: str | None) -> dict[str, Any] | None:
     except ValueError:
         raise HTTPException(422, f"where: not JSON: {raw[:100]!r}") from None
     if not isinstance(where, dict):
-        raise HTTPException(422, "where: must be a JSON object of metadata keys and values")
+        raise HTTPException(422, "where: must be a JSON object of keys and conditions")
+    try:
+        parse_filter(where)  # checked before any search runs
+    except InvalidInputError as e:
+        raise HTTPException(422, f"where: {e}") from None
     return where
+
+
+def rooted(where: dict[str, Any] | None, roots: list[str]) -> dict[str, Any] | None:
+    """A relative path prefix, as paths are shown here, stands for that prefix under each
+    indexed root (it matches nothing if there is none)."""
+    spec = (where or {}).get("path")
+    if not isinstance(spec, dict) or "prefix" not in spec:
+        return where
+    given = spec["prefix"] if isinstance(spec["prefix"], list) else [spec["prefix"]]
+    prefixes = []
+    for prefix in given:
+        prefixes += [prefix] if os.path.isabs(prefix) else [os.path.join(r, prefix) for r in roots]
+    return {**where, "path": {**spec, "prefix": prefixes or given}}
 
 
 def hit_out(hit: SearchHit, path: str) -> Hit:
@@ -62,7 +86,8 @@ async def _run(
     filters = parse_where(where)
 
     def find() -> tuple[list[SearchHit], list[str]]:
-        hits = service.collection.search_vectors(vector, k, threshold, filters)[0]
+        collection = service.collection
+        hits = collection.search_vectors(vector, k, threshold, rooted(filters, collection.roots))[0]
         return hits, service.relative_paths([h.path for h in hits])
 
     hits, paths = await service.locked(find)
