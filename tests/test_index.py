@@ -31,11 +31,12 @@ from xmodal.index.flat import FlatIndex
 DIM = 64
 N = 3000
 # pq_bits=6 lets PQ train on 3000 vectors without FAISS's "too few points" warning.
-PARAMS = {"flat": {}, "hnsw": {}, "ivf": {}, "ivf-pq": {"pq_bits": 6}}
+# milvus: its exact FLAT index type, on a milvus-lite file (the milvus_lite fixture).
+PARAMS = {"flat": {}, "hnsw": {}, "ivf": {}, "ivf-pq": {"pq_bits": 6}, "milvus": {}}
 # PQ keeps dim/4 bytes per vector (16x smaller than float32) and pays for it in recall.
-MIN_RECALL = {"flat": 1.0, "hnsw": 0.9, "ivf": 0.9, "ivf-pq": 0.5}
+MIN_RECALL = {"flat": 1.0, "hnsw": 0.9, "ivf": 0.9, "ivf-pq": 0.5, "milvus": 1.0}
 # How far a kind's scores may stray from the exact inner product (compressed codes).
-SCORE_TOL = {"flat": 1e-5, "hnsw": 1e-5, "ivf": 0.02, "ivf-pq": 0.25}
+SCORE_TOL = {"flat": 1e-5, "hnsw": 1e-5, "ivf": 0.02, "ivf-pq": 0.25, "milvus": 1e-5}
 
 kinds = pytest.mark.parametrize("kind", list(KINDS))
 
@@ -47,6 +48,14 @@ def one_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def milvus_lite(tmp_path_factory):
+    """Milvus indexes made here live in one milvus-lite file (each in its own collection)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XMODAL_MILVUS_URI", str(tmp_path_factory.mktemp("milvus") / "vectors.db"))
+        yield
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -78,10 +87,27 @@ def make(kind: str, ids=None, vectors=None) -> VectorIndex:
 
 
 @pytest.fixture(scope="module")
-def built(data):
-    """One filled index per kind, for the tests that only read."""
+def built_local(data):
     ids, vectors, _ = data
-    return {kind: make(kind, ids, vectors) for kind in KINDS}
+    return {kind: make(kind, ids, vectors) for kind in KINDS if not KINDS[kind].remote}
+
+
+class _Built(dict):
+    def __init__(self, local, data):
+        super().__init__(local)
+        self._data = data
+
+    def __missing__(self, kind):
+        self[kind] = make(kind, *self._data[:2])
+        return self[kind]
+
+
+@pytest.fixture
+def built(built_local, data):
+    """One filled index per kind, for the tests that only read. A remote one is filled afresh
+    for each test: an index loaded from its saved pointer is a second handle on the same
+    vectors, so a test that changes the loaded one changes it too."""
+    return _Built(built_local, data)
 
 
 def exact_top(queries, ids, vectors, k):

@@ -18,6 +18,8 @@ class Settings:
     lite_runtime: str = "auto"  # how lite's image tower runs: auto, onnx or torch
     cache_dir: str | None = None  # None: the per-user cache folder
     device: str = "cpu"  # where models run: cpu, cuda, cuda:N, mps or auto
+    milvus_uri: str | None = None  # where a Milvus index lives: a milvus-lite path or http(s)
+    milvus_token: str | None = None  # a Milvus server's "user:password" or API key; never saved
     # Pillow formats that are decoded at all; anything else is skipped with a reason.
     image_formats: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 
@@ -33,6 +35,8 @@ class Settings:
             lite_runtime=env.get("XMODAL_LITE_RUNTIME") or cls.lite_runtime,
             cache_dir=env.get("XMODAL_CACHE") or None,
             device=env.get("XMODAL_DEVICE") or cls.device,
+            milvus_uri=env.get("XMODAL_MILVUS_URI") or None,
+            milvus_token=env.get("XMODAL_MILVUS_TOKEN") or None,
             image_formats=_formats(env.get("XMODAL_IMAGE_FORMATS")) or cls.image_formats,
         )
 

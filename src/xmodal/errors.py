@@ -67,5 +67,13 @@ class CollectionBusyError(CatalogError):
     """Another process is writing the collection (indexing it) and the caller chose not to wait."""
 
 
+class RemoteIndexError(XmodalError):
+    """A vector index on a server (Milvus) that cannot be reached, opened or written."""
+
+
 class DeviceError(ModelLoadError):
     """A device (cuda, cuda:N, mps) that this machine or this install cannot use."""
+
+
+class ClusterError(XmodalError):
+    """A compute cluster (Ray) that cannot be started or reached, or a job on it that failed."""

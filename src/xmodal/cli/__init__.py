@@ -13,7 +13,9 @@ from xmodal.cli.collection import dedup_cmd, demo_cmd, index_cmd, search_cmd
 from xmodal.cli.common import ErrorGroup
 from xmodal.cli.embed import classify_cmd, embed_cmd, similarity_cmd
 from xmodal.cli.eval import eval_cmd
+from xmodal.cli.migrate import migrate_cmd
 from xmodal.cli.serve import serve_cmd
+from xmodal.cli.shards import import_cmd
 from xmodal.cli.train import train_cmd
 
 
@@ -52,6 +54,8 @@ for command in (
     serve_cmd,
     demo_cmd,
     train_cmd,
+    migrate_cmd,
+    import_cmd,
 ):
     main.add_command(command)
 

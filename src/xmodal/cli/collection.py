@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from xmodal.cli.common import batch_option, db_option, device_option, model_option, warn
+from xmodal.cli.shards import engine_options
 from xmodal.errors import XmodalError
 
 
@@ -49,8 +50,15 @@ def _index_spec(ctx, param, value: str | None) -> str | None:
     default=None,
     callback=_index_spec,
     help="ANN index: auto (picked from the collection size and --max-memory), flat, hnsw, ivf "
-    "or ivf-pq, optionally with parameters, e.g. ivf:nlist=4096,nprobe=24. Kept for later "
-    "runs. Default: the collection's last choice, else auto",
+    "or ivf-pq, optionally with parameters, e.g. ivf:nlist=4096,nprobe=24; or milvus (see "
+    "--milvus-uri; milvus:index=hnsw). Kept for later runs. Default: the collection's last "
+    "choice, else auto",
+)
+@click.option(
+    "--milvus-uri",
+    default=None,
+    help="with --index milvus: a milvus-lite file (./vectors.db) or a server "
+    "(http://HOST:19530, token in XMODAL_MILVUS_TOKEN). Default: XMODAL_MILVUS_URI",
 )
 @click.option("--max-memory", default=None, help="memory budget for the index, e.g. 2G")
 @click.option("--follow-symlinks", is_flag=True, help="follow links that leave the folders")
@@ -60,7 +68,19 @@ def _index_spec(ctx, param, value: str | None) -> str | None:
     help="when another process is writing the collection, wait for it instead of exiting 75",
 )
 @batch_option
-def index_cmd(paths, db, model_name, index_kind, max_memory, follow_symlinks, wait, batch_size):
+@engine_options
+def index_cmd(
+    paths,
+    db,
+    model_name,
+    index_kind,
+    milvus_uri,
+    max_memory,
+    follow_symlinks,
+    wait,
+    batch_size,
+    engine,
+):
     """Index images under PATHS (folders or files); re-runs embed only what changed.
 
     With no PATHS, the folders indexed before are scanned again. One process indexes a
@@ -72,6 +92,14 @@ def index_cmd(paths, db, model_name, index_kind, max_memory, follow_symlinks, wa
     def on_wait() -> None:
         warn("waiting for another process that is writing the collection ...")
 
+    if milvus_uri:
+        from xmodal.index.milvus import milvus_spec
+
+        try:
+            index_kind = milvus_spec(index_kind, milvus_uri)
+        except XmodalError as e:
+            raise click.BadParameter(str(e), param_hint="--milvus-uri") from None
+
     with Collection.open(db, model_name) as collection:
         report = collection.index(
             list(paths),
@@ -82,6 +110,7 @@ def index_cmd(paths, db, model_name, index_kind, max_memory, follow_symlinks, wa
             batch_size=batch_size,
             wait=wait,
             on_wait=on_wait,
+            reader=engine and engine.reader(collection.model_name, batch_size),
         )
         for path, reason in report.skipped:
             warn(f"skipping {display_path(path)}: {reason}")
@@ -117,18 +146,11 @@ def _hits_json(query: str, hits) -> str:
     return json.dumps({"query": query, "results": results}, ensure_ascii=False)
 
 
-def _parse_where(pairs: Sequence[str]) -> dict | None:
-    where = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--where")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        where[key] = value if isinstance(value, (int, float, bool)) else raw
-    return where or None
+def _parse_where(terms: Sequence[str]):
+    """--where terms as a Filter, checked before the collection opens (InvalidInputError)."""
+    from xmodal.filters import parse_filter, parse_terms
+
+    return parse_filter(parse_terms(terms))
 
 
 @click.command("search")
@@ -141,8 +163,12 @@ def _parse_where(pairs: Sequence[str]) -> dict | None:
 @click.option(
     "--where",
     multiple=True,
-    metavar="KEY=VALUE",
-    help="only items whose metadata has KEY equal to VALUE (a JSON number/boolean, else text)",
+    metavar="FILTER",
+    help="only items where FILTER holds (repeat: all must): KEY=VALUE on metadata (VALUE a JSON "
+    "number/boolean, else text), KEY>V, KEY>=V, KEY<V, KEY<=V on metadata or on size (bytes), "
+    "width, height, mtime (epoch seconds or a UTC date like 2024-01-01); path^=PREFIX (a "
+    "relative one is taken from the current folder); metadata.size=V for a metadata key named "
+    "like a built-in field",
 )
 @click.option(
     "--queries",
@@ -160,6 +186,9 @@ def search_cmd(
     """Search the collection with a text QUERY, images, or a weighted mix of both.
 
     A term may end in ^WEIGHT: xmodal search "beach^2" --image me.jpg --not "people^0.5"
+
+    Filters: xmodal search "sunset" --where album=trip --where "size>100000"
+    --where "mtime>=2024-01-01" --where path^=/photos/2024/
     """
     from xmodal.engine.collection import Collection
     from xmodal.engine.query import query_vector

@@ -17,6 +17,7 @@ from xmodal.cli.common import (
     model_option,
     warn,
 )
+from xmodal.cli.shards import embed_to_shards, engine_options
 
 
 @click.group("embed")
@@ -78,14 +79,28 @@ def embed_text_cmd(texts, output, model_name, device, batch_size) -> None:
     default=None,
     help="write a .npy matrix instead of JSON, and OUT.paths.json with the path of each row",
 )
+@click.option(
+    "--out",
+    "shards",
+    default=None,
+    help="with --engine ray: a new folder for Parquet embedding shards and their manifest "
+    "(folders in PATHS are walked); `xmodal import` loads them into a collection",
+)
 @model_option
 @device_option()
 @batch_option
-def embed_image_cmd(paths, output, model_name, device, batch_size) -> None:
+@engine_options
+def embed_image_cmd(paths, output, shards, model_name, device, batch_size, engine) -> None:
     """Embed images at PATHS; unreadable files are reported and make the exit code 1.
 
     With -o, rows follow PATHS minus the unreadable files: OUT.paths.json says which is which.
     """
+    if engine is None and shards:
+        raise click.UsageError("--out writes Parquet shards with --engine ray; -o writes a .npy")
+    if engine is not None and (output or not shards):
+        raise click.UsageError("--engine ray writes Parquet shards: give --out SHARDS/, not -o")
+    if engine is not None:
+        sys.exit(1 if embed_to_shards(engine, paths, shards, model_name, batch_size) else 0)
     encoder = load_encoder(model_name, batch_size, device)
     keys, vectors, skipped = [], [], []
     for path, vec, reason in embed_paths(encoder, list(paths)):

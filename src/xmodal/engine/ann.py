@@ -14,6 +14,7 @@ collection's writer lock, so the file and its stamp always come from the same pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +22,18 @@ from pathlib import Path
 import numpy as np
 
 from xmodal.catalog import Catalog
-from xmodal.index import IndexFileError, VectorIndex, build, choose_kind, load_index
+from xmodal.index import (
+    KINDS,
+    IndexFileError,
+    VectorIndex,
+    build,
+    choose_kind,
+    create_index,
+    load_index,
+)
+
+# Vectors read from the catalog and sent to a remote index at a time (a migration's step).
+MOVE_BATCH = 10_000
 
 
 class AnnState:
@@ -59,10 +71,17 @@ class AnnState:
         self._data_version = version
         if self._catalog.generation == self.generation:
             return  # a meta write, a move or a touch: the vectors are as they were
-        if self._catalog.meta("index_kind") not in (None, self.index.kind):
+        if self._catalog.meta("index_kind") not in (None, self.index.kind) or self._moved():
             self._load()  # another process rebuilt it as another kind: take its file
         else:
             self._reconcile(self.index)
+
+    def _moved(self) -> bool:
+        """A remote index that another process moved (another URI or collection)."""
+        if not _is_remote(self.index.kind):
+            return False
+        saved = self._catalog.meta("index_params")
+        return saved is not None and json.loads(saved) != self.index.params
 
     def applied(self, inserted, deleted) -> None:
         """Mirror this process's own committed changes (made under the writer lock, after
@@ -80,13 +99,62 @@ class AnnState:
         self.generation = self._catalog.generation
 
     def rebuild(self, kind: str, params: dict) -> None:
-        """A new index of `kind` from the stored vectors, built aside, then swapped in."""
+        """A new index of `kind` from the stored vectors, built aside, then swapped in.
+
+        A remote kind (Milvus) opens its collection as it stands and gets the difference."""
         self._data_version = self._catalog.data_version()
+        if _is_remote(kind):
+            fresh = create_index(self._dim(), kind, **self.remote_params(params))
+            self._reconcile(fresh)
+            self._swap(fresh)
+            return
         with self._catalog.reading():
             generation = self._catalog.generation
             ids, vectors = self._catalog.vectors()
         fresh = build(kind, self._dim(), ids, vectors, **params)
-        self.index, self.generation, self.dirty = fresh, generation, True
+        self._swap(fresh)
+        self.generation = generation
+
+    def move(self, kind: str, params: dict, batch_size: int | None = None, progress=None) -> None:
+        """Like rebuild(), but a remote index is filled in batches of stored vectors, so a
+        killed move resumes where it stopped (the rows already there are kept). The caller
+        holds the writer lock, so the catalog cannot change meanwhile. progress(done, total)."""
+        if not _is_remote(kind):
+            self.rebuild(kind, params)
+            return
+        batch_size = batch_size or MOVE_BATCH
+        self._data_version = self._catalog.data_version()
+        fresh = create_index(self._dim(), kind, **self.remote_params(params))
+        generation, ids = self._catalog.generation, self._catalog.ids()
+        fresh.remove(np.setdiff1d(fresh.ids(), ids, assume_unique=True))
+        missing = np.setdiff1d(ids, fresh.ids(), assume_unique=True)
+        done = ids.size - missing.size
+        for start in range(0, missing.size, batch_size):
+            fresh.add(*self._catalog.vectors(missing[start : start + batch_size]))
+            done += min(batch_size, missing.size - start)
+            if progress is not None:
+                progress(done, ids.size)
+        self._swap(fresh)
+        self.generation = generation
+
+    def remote_params(self, params: dict) -> dict:
+        """A remote index's parameters, with the collection named after this one unless
+        given: two xmodal collections then share one Milvus without meeting."""
+        folder = self.path.parent
+        digest = hashlib.sha1(str(folder).encode()).hexdigest()[:10]
+        from xmodal.index.milvus import collection_name
+
+        return {"collection": collection_name(f"xmodal_{folder.name}_{digest}"), **params}
+
+    def _swap(self, fresh: VectorIndex) -> None:
+        old, self.index, self.dirty = self.index, fresh, True
+        if old is not None and old is not fresh:
+            _close(old)
+
+    def close(self) -> None:
+        """Let go of a remote index's connection (milvus-lite's folder lock)."""
+        if self.index is not None:
+            _close(self.index)
 
     def save(self, *, stamp_only: bool = False) -> None:
         """Write the file and stamp it; the caller holds the writer lock."""
@@ -146,3 +214,13 @@ class AnnState:
             index.add(*vectors)
             self.dirty = True
         self.generation = generation
+
+
+def _is_remote(kind: str) -> bool:
+    return kind in KINDS and KINDS[kind].remote
+
+
+def _close(index: VectorIndex) -> None:
+    close = getattr(index, "close", None)
+    if close is not None:
+        close()

@@ -18,7 +18,7 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,8 @@ import numpy as np
 from xmodal.catalog import Catalog, FileRow, Item
 from xmodal.config import get_settings
 from xmodal.engine.ann import AnnState
-from xmodal.engine.indexer import Indexer, IndexReport, sidecar_caption
+from xmodal.engine.dedup import DuplicateGroup, SearchHit, near_duplicates
+from xmodal.engine.indexer import Indexer, IndexReport, Reader, sidecar_caption
 from xmodal.engine.lock import WriterLock
 from xmodal.errors import (
     CatalogError,
@@ -37,6 +38,7 @@ from xmodal.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
+from xmodal.filters import Filter
 from xmodal.images import ImageSource, load_image
 from xmodal.index import choose_kind, parse_index_spec
 from xmodal.models.base import Encoder
@@ -49,8 +51,6 @@ INDEX_FILE = "vectors.index"
 _STALE_TEMP_SECONDS = 3600
 # How long a short write (add, remove, metadata) waits for a writer such as `xmodal index`.
 SHORT_WRITE_WAIT_SECONDS = 30.0
-# Near-duplicate queries per range search: bounds the memory of FAISS's result lists.
-_DEDUP_CHUNK = 4096
 
 __all__ = [
     "Collection",
@@ -61,19 +61,6 @@ __all__ = [
     "SearchHit",
     "default_db_path",
 ]
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    id: int
-    path: str  # opens the file even when its name is not valid UTF-8 (see scan.display_path)
-    score: float
-
-
-@dataclass(frozen=True)
-class DuplicateGroup:
-    first: SearchHit  # the one to keep: the most pixels, then the most bytes (score 1.0)
-    members: list[SearchHit]  # the others, with their similarity to `first`, best first
 
 
 @dataclass(frozen=True)
@@ -216,6 +203,7 @@ class Collection:
         batch_size: int | None = None,
         wait: bool = False,
         on_wait: Callable[[], None] | None = None,
+        reader: Reader | None = None,
     ) -> IndexReport:
         """Bring the collection in step with the image files under `paths` (folders walked,
         files taken as they are; none: every folder indexed before).
@@ -229,6 +217,9 @@ class Collection:
 
         Holds the writer lock throughout: if another process writes the collection, raises
         CollectionBusyError, or with wait=True calls on_wait() once and waits its turn.
+
+        reader: reads and embeds the changed files instead of this process's worker threads
+        (xmodal.distributed.ray_encode); the catalog decides what changed either way.
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidInputError("index takes a list of paths, not one path")
@@ -237,11 +228,11 @@ class Collection:
             raise InvalidInputError(f"batch size must be at least 1, got {size}")
         with self._lock.hold(wait=wait, on_wait=on_wait):
             return self._index_locked(
-                paths, progress, follow_symlinks, index_kind, max_memory_bytes, size
+                paths, progress, follow_symlinks, index_kind, max_memory_bytes, size, reader
             )
 
     def _index_locked(
-        self, paths, progress, follow_symlinks, index_kind, max_memory_bytes, size
+        self, paths, progress, follow_symlinks, index_kind, max_memory_bytes, size, reader
     ) -> IndexReport:
         choice = index_kind or self._catalog.meta("index_choice") or "auto"
         kind, params = parse_index_spec(choice)
@@ -258,6 +249,7 @@ class Collection:
             batch_size=size,
             workers=max(1, min(4, os.cpu_count() or 1)),
             progress=progress,
+            reader=reader,
         )
         report = indexer.run(found.files, scope=found.roots, unlisted=found.unlisted)
         report.skipped[:0] = [(os.fsdecode(p), reason) for p, reason in found.problems]
@@ -274,6 +266,19 @@ class Collection:
         under its own lock takes this one first, so a wait here blocks none of its readers."""
         with self._lock.hold(wait=wait, timeout=timeout):
             yield
+
+    def move_index(self, spec: str, *, batch_size: int | None = None, progress=None) -> int:
+        """Rebuild the index as `spec` ("milvus:uri=./v.db", "hnsw", ...) from the stored
+        vectors, without encoding, and keep that kind for later runs. Holds the writer lock
+        (CollectionBusyError if another process writes). Onto Milvus it goes in batches and
+        resumes: a killed move leaves the old index in use, and rerunning completes it."""
+        kind, params = parse_index_spec(spec)
+        with self._lock.hold(wait=False):
+            self._ann.refresh()
+            self._ann.move(kind, params, batch_size, progress)
+            self._save_ann()
+            self._catalog.set_meta("index_choice", spec)
+            return self._ann.index.count()
 
     def _short_write(self):
         return self._lock.hold(timeout=SHORT_WRITE_WAIT_SECONDS)
@@ -318,26 +323,42 @@ class Collection:
         row = FileRow(p.path, p.size, p.mtime_ns, p.hash, p.width, p.height, p.caption)
         with self._short_write():
             self._ann.refresh()
-            catalog = self._catalog
-            old = catalog.file_state(p.path)
             inserted, deleted = [], []
-            with catalog.transaction():
-                if old is not None and old.hash == p.hash:
-                    catalog.touch_file(old.id, p.size, p.mtime_ns)
-                else:
-                    if old is not None:
-                        catalog.delete_files([old.id])
-                        deleted.append(old.id)
-                    source = catalog.id_with_hash(p.hash)
-                    # Same bytes as an indexed file: share its vector, as index() does.
-                    new_id = (
-                        catalog.insert_copy(row, source)
-                        if source is not None
-                        else catalog.insert_file(row, vector)
-                    )
-                    inserted.append(new_id)
+            with self._catalog.transaction():
+                _store(self._catalog, row, vector, inserted, deleted)
             self._ann.applied(inserted, deleted)
-        return catalog.item_at(p.path)
+        return self._catalog.item_at(p.path)
+
+    def store_rows(
+        self, batches: Iterable[tuple[Sequence[FileRow], np.ndarray]], *, wait: bool = False
+    ) -> tuple[int, int, int]:
+        """Store rows whose vectors were computed elsewhere (embedding shards), one transaction
+        per batch, under the writer lock; the index follows. A path already stored with the same
+        hash is left as it is, so storing the same rows twice adds nothing.
+        Returns (added, replaced, unchanged)."""
+        added = replaced = unchanged = 0
+        with self._lock.hold(wait=wait):
+            self._ann.refresh()
+            for rows, vectors in batches:
+                vectors = np.asarray(vectors, np.float32)
+                if self._catalog.meta("dim") is None and vectors.ndim == 2:
+                    # A new collection learns its dimension from the rows: no model loads.
+                    self._catalog.set_meta("dim", str(vectors.shape[1]), only_if_missing=True)
+                if vectors.shape != (len(rows), self.dim):
+                    raise ModelMismatchError(
+                        f"vectors of shape {vectors.shape} cannot go into {self.db_path}, "
+                        f"whose {self.model_name} vectors have {self.dim} dimensions"
+                    )
+                inserted, deleted = [], []
+                with self._catalog.transaction():
+                    for row, vector in zip(rows, vectors):
+                        unchanged += not _store(self._catalog, row, vector, inserted, deleted)
+                added += len(inserted) - len(deleted)
+                replaced += len(deleted)
+                self._ann.applied(inserted, deleted)
+            kind, params = parse_index_spec(self._catalog.meta("index_choice") or "auto")
+            self._update_ann(kind, params, None)
+        return added, replaced, unchanged
 
     def add_file(self, path: str | os.PathLike) -> Item:
         """Index one image file now; raises ImageLoadError if unreadable."""
@@ -401,11 +422,12 @@ class Collection:
         vectors: np.ndarray,
         k: int = 10,
         threshold: float | None = None,
-        where: dict[str, Any] | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
         """The k best items for each query vector (L2-normalised, [n, dim] or [dim]), best
         first; with a threshold, only those scoring at least that; with `where`, only items
-        whose metadata matches it (see Catalog.ids_where)."""
+        matching it: metadata, size, width, height, mtime and path prefix (the language is in
+        xmodal.filters). A filter still returns k hits when k items match it."""
         vectors = np.asarray(vectors, dtype=np.float32)
         n = 1 if vectors.ndim == 1 else len(vectors)
         allowed = None if not where else self._catalog.ids_where(where)
@@ -429,7 +451,7 @@ class Collection:
         text: str,
         k: int = 10,
         threshold: float | None = None,
-        where: dict[str, Any] | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         if self.count() == 0:
             return []
@@ -440,7 +462,7 @@ class Collection:
         image: ImageSource,
         k: int = 10,
         threshold: float | None = None,
-        where: dict[str, Any] | None = None,
+        where: Filter | dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         if self.count() == 0:
             return []
@@ -454,32 +476,7 @@ class Collection:
         """
         if self.count() < 2:
             return []
-        ann = self._ann.current()
-        ids, vectors = self._catalog.vectors()
-        neighbours: dict[int, Any] = {}
-        for start in range(0, len(ids), _DEDUP_CHUNK):
-            chunk = ids[start : start + _DEDUP_CHUNK]
-            for item_id, hits in zip(
-                chunk, ann.range_search(vectors[start : start + len(chunk)], threshold)
-            ):
-                if len(hits) > 1:
-                    neighbours[int(item_id)] = hits
-        with self._catalog.reading():  # sizes and paths of the same items
-            sizes = self._catalog.sizes()
-            groups = _groups(neighbours, sizes)
-            paths = self._catalog.paths(
-                [i for first, members in groups for i in [first, *(m for m, _ in members)]]
-            )
-
-        def hit(item_id: int, score: float) -> SearchHit:
-            return SearchHit(item_id, os.fsdecode(paths[item_id]), score)
-
-        result = [
-            DuplicateGroup(hit(first, 1.0), [hit(i, s) for i, s in members])
-            for first, members in groups
-        ]
-        result.sort(key=lambda g: (-len(g.members), g.first.path))
-        return result
+        return near_duplicates(self._ann.current(), self._catalog, threshold)
 
     # -- lifetime -----------------------------------------------------------------------------
 
@@ -493,7 +490,10 @@ class Collection:
                     with self._lock.hold(wait=False):
                         self._save_ann()
         finally:
-            self._catalog.close()
+            try:
+                self._ann.close()
+            finally:
+                self._catalog.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -541,6 +541,24 @@ class Collection:
             self._save_ann()
 
 
+def _store(catalog: Catalog, row: FileRow, vector, inserted: list, deleted: list) -> bool:
+    """One file's row (in the caller's transaction); False when it was stored already."""
+    old = catalog.file_state(row.path)
+    if old is not None and old.hash == row.hash:
+        catalog.touch_file(old.id, row.size, row.mtime_ns)
+        return False
+    if old is not None:
+        catalog.delete_files([old.id])
+        deleted.append(old.id)
+    source = catalog.id_with_hash(row.hash)
+    # Same bytes as an indexed file: share its vector, as index() does.
+    new_id = (
+        catalog.insert_copy(row, source) if source is not None else catalog.insert_file(row, vector)
+    )
+    inserted.append(new_id)
+    return True
+
+
 def _remove_stale_temps(db_path: Path) -> None:
     cutoff = time.time() - _STALE_TEMP_SECONDS
     for temp in db_path.glob(f".{INDEX_FILE}.*.tmp"):
@@ -553,24 +571,3 @@ def _remove_stale_temps(db_path: Path) -> None:
 
 def _utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _groups(neighbours: dict[int, Any], sizes: dict) -> list[tuple[int, list[tuple[int, float]]]]:
-    """Disjoint groups, each led by its largest image. Ids missing from `sizes` (deleted by
-    another process since the index was brought in step) are left out."""
-    taken: set[int] = set()
-    groups: list[tuple[int, list[tuple[int, float]]]] = []
-    candidates = [i for i in neighbours if i in sizes]
-    for first in sorted(candidates, key=lambda i: (-sizes[i][0], -sizes[i][1], i)):
-        if first in taken:
-            continue
-        hits = neighbours[first]
-        members = [
-            (int(i), float(s))
-            for i, s in zip(hits.ids, hits.scores)
-            if i != first and int(i) not in taken and int(i) in sizes
-        ]
-        if members:
-            taken.update([first, *(i for i, _ in members)])
-            groups.append((first, members))
-    return groups

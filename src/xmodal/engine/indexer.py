@@ -17,7 +17,7 @@ import collections
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -53,39 +53,50 @@ class IndexReport:
 # -- reading one file (worker threads) ----------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Embedded:
+    """A vector computed elsewhere (a Ray actor), in place of model input in FileRead.prepared."""
+
+    vector: np.ndarray
+
+
 @dataclass
-class _Read:
+class FileRead:
+    """One file read and hashed; what a reader given to Indexer yields per file."""
+
     found: FoundFile  # size and mtime as of the read (fstat of the open file)
     hash: bytes = b""
     error: str = ""
-    prepared: object = None  # None: the hash is already indexed, no need to decode
+    prepared: object = None  # None: the hash is already indexed; else model input or Embedded
     width: int = 0
     height: int = 0
     caption: str | None = None
 
 
-def _read_file(found: FoundFile, known: dict[bytes, int], encoder: Callable[[], Encoder]) -> _Read:
+def read_file(
+    found: FoundFile, known: Container[bytes], encoder: Callable[[], Encoder]
+) -> FileRead:
     try:
         with open(found.path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
     except FileNotFoundError:
-        return _Read(found, error="file not found (deleted while indexing?)")
+        return FileRead(found, error="file not found (deleted while indexing?)")
     except PermissionError:
-        return _Read(found, error="permission denied")
+        return FileRead(found, error="permission denied")
     except OSError as e:
-        return _Read(found, error=f"cannot read file: {e.strerror or e}")
+        return FileRead(found, error=f"cannot read file: {e.strerror or e}")
     found = FoundFile(found.path, st.st_size, st.st_mtime_ns)
     digest = hashlib.blake2b(data, digest_size=16).digest()
     if digest in known:
-        return _Read(found, digest, caption=sidecar_caption(found.path))
+        return FileRead(found, digest, caption=sidecar_caption(found.path))
     try:
         image = load_image(data)
     except ImageLoadError as e:
-        return _Read(found, digest, error=e.reason)
+        return FileRead(found, digest, error=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not end a run over thousands
-        return _Read(found, digest, error=f"unexpected decoder error: {type(e).__name__}: {e}")
-    return _Read(
+        return FileRead(found, digest, error=f"unexpected decoder error: {type(e).__name__}: {e}")
+    return FileRead(
         found,
         digest,
         prepared=encoder().prepare_image(image),  # resize + normalise in the worker
@@ -126,9 +137,14 @@ def _bounded_map(pool: ThreadPoolExecutor, fn, items: list, window: int) -> Iter
 # -- the run ------------------------------------------------------------------------------------
 
 
+# Reads the changed files, in any order, given the hashes already indexed (those need no decoding).
+Reader = Callable[[list[FoundFile], Container[bytes]], Iterable[FileRead]]
+
+
 class Indexer:
     """One indexing run against a catalog. `inserted` and `deleted` list the ids it changed, for
-    the caller to bring its ANN index in step."""
+    the caller to bring its ANN index in step. A `reader` replaces the worker threads that read
+    and prepare files (distributed encoding hands Embedded vectors back)."""
 
     def __init__(
         self,
@@ -138,8 +154,10 @@ class Indexer:
         batch_size: int,
         workers: int,
         progress: bool = False,
+        reader: Reader | None = None,
     ):
         self.catalog = catalog
+        self.reader = reader
         self.encoder = encoder  # called only once an image needs decoding: loads the model
         self.batch_size = batch_size
         self.workers = workers
@@ -151,7 +169,7 @@ class Indexer:
         self._known = {s.hash: s.id for s in self._states.values()}  # hash -> an id holding it
         self._vanished: dict[bytes, list[int]] = {}  # hash -> ids whose paths left the scan
         self._actions: list[Callable[[], None]] = []
-        self._waiting: dict[bytes, _Read] = {}  # hash -> image for the next model batch
+        self._waiting: dict[bytes, FileRead] = {}  # hash -> image for the next model batch
         self._vectors: dict[bytes, np.ndarray] = {}  # hash -> vector, during a flush
         self._batch_ids: dict[bytes, int] = {}  # hash -> id inserted, during a flush
 
@@ -207,12 +225,16 @@ class Indexer:
             from tqdm import tqdm
 
             bar = tqdm(total=len(files), unit="image", desc="indexing")
-        window = self.batch_size + 2 * self.workers
-        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xmodal-read")
-        try:
+        pool = None
+        if self.reader is not None:
+            reads = self.reader(files, set(self._known))
+        else:
+            window = self.batch_size + 2 * self.workers
+            pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xmodal-read")
             reads = _bounded_map(
-                pool, lambda f: _read_file(f, self._known, self.encoder), files, window
+                pool, lambda f: read_file(f, self._known, self.encoder), files, window
             )
+        try:
             for read in reads:
                 self._plan(read)
                 if (
@@ -223,11 +245,14 @@ class Indexer:
                 if bar is not None:
                     bar.update(1)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            elif hasattr(reads, "close"):  # a generator reader releases what it holds now
+                reads.close()
             if bar is not None:
                 bar.close()
 
-    def _plan(self, read: _Read) -> None:
+    def _plan(self, read: FileRead) -> None:
         """Decide what one read file means; the catalog writes wait for the next flush.
 
         The decisions use the catalog as it will be once the pending actions are written:
@@ -238,7 +263,7 @@ class Indexer:
         report = self.report
         if read.prepared is None and not read.error and not self._reusable(read, old):
             # The worker skipped decoding for a vector that has been replaced since.
-            read = _read_file(f, {}, self.encoder)
+            read = read_file(f, {}, self.encoder)
         if read.error:
             report.skipped.append((os.fsdecode(f.path), read.error))
             if old is not None:
@@ -270,7 +295,7 @@ class Indexer:
             self._waiting[read.hash] = read
             self._act(self._insert_embedded, read)
 
-    def _reusable(self, read: _Read, old: FileState | None) -> bool:
+    def _reusable(self, read: FileRead, old: FileState | None) -> bool:
         return (
             (old is not None and old.hash == read.hash)
             or bool(self._vanished.get(read.hash))
@@ -293,25 +318,30 @@ class Indexer:
             return
         waiting = list(self._waiting.values())
         if waiting:
-            vectors = self.encoder().embed_prepared([r.prepared for r in waiting])
-            self._vectors = {r.hash: v for r, v in zip(waiting, vectors)}
+            # Vectors embedded elsewhere are taken as they are; the model loads only for the rest.
+            local = [r for r in waiting if not isinstance(r.prepared, Embedded)]
+            vectors = self.encoder().embed_prepared([r.prepared for r in local]) if local else []
+            self._vectors = {r.hash: v for r, v in zip(local, vectors)}
+            self._vectors.update(
+                (r.hash, r.prepared.vector) for r in waiting if isinstance(r.prepared, Embedded)
+            )
             self.report.embedded += len(waiting)
         with self.catalog.transaction():
             for action in self._actions:
                 action()
         self._actions, self._waiting, self._vectors, self._batch_ids = [], {}, {}, {}
 
-    def _row(self, read: _Read, width: int, height: int) -> FileRow:
+    def _row(self, read: FileRead, width: int, height: int) -> FileRow:
         f = read.found
         return FileRow(f.path, f.size, f.mtime_ns, read.hash, width, height, read.caption)
 
-    def _insert_embedded(self, read: _Read) -> None:
+    def _insert_embedded(self, read: FileRead) -> None:
         row = self._row(read, read.width, read.height)
         new_id = self.catalog.insert_file(row, self._vectors[read.hash])
         self._batch_ids[read.hash] = new_id
         self._inserted(new_id, read.hash)
 
-    def _insert_copy(self, read: _Read, source: int | None) -> None:
+    def _insert_copy(self, read: FileRead, source: int | None) -> None:
         if source is None:
             source = self._batch_ids[read.hash]
         # A copy need not be decoded: its size in pixels is its source's.

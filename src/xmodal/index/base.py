@@ -87,6 +87,13 @@ class VectorIndex(ABC):
         `allowed` is None (every live id) or the sorted, non-empty live ids to restrict to.
         """
 
+    def _search_exact(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like `_search`, but exact: every candidate scored. Approximate backends override it;
+        for an exact backend it is `_search` itself."""
+        return self._search(queries, k, allowed)
+
     @abstractmethod
     def _range_search(
         self, queries: np.ndarray, threshold: float
@@ -145,18 +152,32 @@ class VectorIndex(ABC):
             raise InvalidInputError(f"k must be a positive integer, not {k!r}")
         allowed = None
         if filter is not None:
-            allowed = np.intersect1d(check_ids(filter, "filter"), self._ids)
+            allowed = self._live(check_ids(filter, "filter"))
             if allowed.size == self.count():
                 allowed = None  # allows everything: the unfiltered path is faster
         candidates = self.count() if allowed is None else allowed.size
         if candidates == 0 or not len(queries):
             return [Hits.empty() for _ in range(len(queries))]
-        scores, ids = self._search(queries, min(int(k), candidates), allowed)
+        k = min(int(k), candidates)
+        scores, ids = self._search(queries, k, allowed)
+        # A filtered graph walk or a few probed lists can hold fewer than k allowed ids: those
+        # queries are answered again exactly, so k hits come back whenever k exist.
+        short = np.flatnonzero((ids >= 0).sum(axis=1) < k)
+        if short.size:
+            scores, ids = scores.copy(), ids.copy()
+            scores[short], ids[short] = self._search_exact(queries[short], k, allowed)
         hits = []
         for row_scores, row_ids in zip(scores, ids):
             real = row_ids >= 0
             hits.append(Hits(row_ids[real].astype(np.int64), row_scores[real].astype(np.float32)))
         return hits
+
+    def _live(self, ids: np.ndarray) -> np.ndarray:
+        """The live ones of ids, sorted: O(m log n) lookups in the sorted live ids, where
+        intersect1d would sort all n of them on every filtered query."""
+        ids = np.unique(ids)
+        pos = np.minimum(np.searchsorted(self._ids, ids), max(self._ids.size - 1, 0))
+        return ids[self._ids[pos] == ids] if self._ids.size else ids[:0]
 
     def range_search(self, queries: np.ndarray, threshold: float) -> list[Hits]:
         """Every id scoring above threshold for each query, best first (near-duplicates)."""

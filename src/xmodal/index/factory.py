@@ -5,7 +5,10 @@ Kinds users type:
   hnsw     HNSW graph over exact vectors: large collections when memory allows
   ivf      inverted lists of 8-bit scalar-quantised vectors (SQ8): large and memory-tight
   ivf-pq   inverted lists of product-quantised vectors: the tightest memory
-  auto     choose_kind() picks one of the above from the expected size and a memory budget
+  milvus   the vectors in Milvus (index.milvus): a milvus-lite file or a server; never chosen
+           by auto, named with its URI (milvus:uri=./vectors.db,index=hnsw)
+  auto     choose_kind() picks one of the flat/hnsw/ivf kinds from the expected size and a
+           memory budget
 """
 
 from __future__ import annotations
@@ -68,6 +71,11 @@ def _ivf_defaults(encoding: str) -> Callable[[int, int], dict[str, Any]]:
     return defaults
 
 
+def _milvus_bytes(n: int, dim: int, p: dict[str, Any]) -> float:
+    # the vectors live in Milvus: this process keeps the live ids
+    return n * _ID_BYTES
+
+
 @dataclass(frozen=True)
 class IndexKind:
     name: str
@@ -76,6 +84,8 @@ class IndexKind:
     defaults: Callable[[int, int], dict[str, Any]]  # (dim, expected_size) -> constructor params
     estimate: Callable[[int, int, dict[str, Any]], float]  # (n, dim, params) -> bytes
     summary: str
+    # The vectors live on a server that outlives this process (its saved file is a pointer).
+    remote: bool = False
 
     def load_class(self) -> type[VectorIndex]:
         module, _, cls = self.target.partition(":")
@@ -96,6 +106,15 @@ KINDS: dict[str, IndexKind] = {
         ),
         IndexKind(
             "ivf-pq", "xmodal.index.ivf:IVFIndex", False, _ivf_defaults("pq"), _ivf_bytes, "IVF PQ"
+        ),
+        IndexKind(
+            "milvus",
+            "xmodal.index.milvus:MilvusIndex",
+            True,  # with its default index=flat; hnsw and ivf are approximate
+            _no_defaults,
+            _milvus_bytes,
+            "Milvus (milvus-lite file or server)",
+            remote=True,
         ),
     ]
 }
