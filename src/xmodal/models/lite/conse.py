@@ -8,6 +8,7 @@ the two then compares a sentence with what the classifier saw. An optional Align
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +23,7 @@ from xmodal.models.preprocess import ImageTransform
 
 if TYPE_CHECKING:
     from xmodal.models.lite.head import AlignmentHead
+    from xmodal.models.lite.runtime import ImageRunner
 
 
 def conse(logits: np.ndarray, class_vecs: np.ndarray, temperature: float, top_k: int | None):
@@ -64,17 +66,14 @@ class LiteEncoder(Encoder):
         device: str = "cpu",
     ):
         """device: a name resolve_device() gave. The image tower and the MiniLM text tower run
-        there; e5 (a C engine) and the small alignment head stay on the CPU."""
-        import torch
-
-        from xmodal.models.lite.runtime import image_runner
-
+        there; e5 (a C engine) and the small alignment head stay on the CPU. The image tower
+        is built when the first image is embedded, so a text-only use never loads it."""
         if head is not None and head.dim != variant.dim:
             raise InvalidInputError(
                 f"the alignment head is {head.dim}-d but {variant.name} vectors are {variant.dim}-d"
             )
-        if num_threads:
-            torch.set_num_threads(num_threads)
+        self._num_threads = num_threads
+        self._runtime = runtime
         self.variant = variant
         self.name = variant.name
         self.dim = variant.dim
@@ -83,10 +82,6 @@ class LiteEncoder(Encoder):
             self.batch_size = batch_size
         image_tower = IMAGE_TOWERS[variant.image_tower]
         self.device = device
-        self._run = image_runner(
-            image_tower, runtime=runtime, num_threads=num_threads, device=device
-        )
-        self.runtime = self._run.name  # "onnx" or "torch"
         self.transform = ImageTransform(
             image_tower.size,
             image_tower.mean,
@@ -94,7 +89,8 @@ class LiteEncoder(Encoder):
             resize_mode=resize_mode or variant.resize_mode,
         )
         self.text_towers = [
-            TEXT_TOWERS[t](num_threads=num_threads, device=device) for t in variant.text_towers
+            TEXT_TOWERS[t](num_threads=num_threads, device=device, runtime=runtime)
+            for t in variant.text_towers
         ]
         self._means: list[np.ndarray | None] = []
         self.class_vectors: list[np.ndarray] = []  # per tower, (1000, 384)
@@ -106,6 +102,20 @@ class LiteEncoder(Encoder):
         # Equal weight per tower: concatenated unit vectors scaled so the whole row is unit.
         self._tower_weight = np.float32(1 / np.sqrt(len(self.text_towers)))
         self.head = None if head is None else head.eval()
+
+    @cached_property
+    def _run(self) -> ImageRunner:
+        from xmodal.models.lite.runtime import image_runner
+
+        tower = IMAGE_TOWERS[self.variant.image_tower]
+        return image_runner(
+            tower, runtime=self._runtime, num_threads=self._num_threads, device=self.device
+        )
+
+    @property
+    def runtime(self) -> str:
+        """How the image tower runs, "onnx" or "torch" (reading it builds the tower)."""
+        return self._run.name
 
     def prepare_image(self, image: Image.Image) -> np.ndarray:
         return self.transform(image)
