@@ -23,7 +23,7 @@ from xmodal.errors import DeviceError  # noqa: E402
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real two-CPU Ray cluster for the session: its address, for other processes."""
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
 

@@ -14,13 +14,14 @@ import os
 import struct
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, features
 
 from xmodal.config import get_settings
-from xmodal.errors import ImageLoadError, ImageTooLargeError
+from xmodal.errors import ImageLoadError, ImageTooLargeError, InvalidInputError
 
 ImageSource = str | os.PathLike | bytes | Image.Image
 
@@ -39,6 +40,21 @@ _NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
 # What decoders raise on truncated or corrupt data.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
 _HEIF_MISSING = "HEIC/HEIF image, but pillow-heif is not installed: pip install 'xmodal[heif]'"
+# Formats whose decoder can scale down while decoding (libjpeg's DCT scaling: 1/2, 1/4, 1/8).
+_DRAFT_FORMATS = frozenset({"JPEG", "MPO"})
+# EXIF orientations that turn the image a quarter turn, swapping width and height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upright RGB image and the upright size of the file's full image, which is larger
+    than `image` when the decoder scaled it down (`min_side`)."""
+
+    image: Image.Image
+    width: int
+    height: int
 
 
 def load_image(
@@ -46,38 +62,60 @@ def load_image(
     *,
     background: tuple[int, int, int] = (255, 255, 255),
     max_pixels: int | None = None,
+    min_side: int | None = None,
 ) -> Image.Image:
-    """Decode `source` fully into a new RGB image, upright, transparency composited on `background`.
+    """Decode `source` into a new RGB image, upright, transparency composited on `background`.
 
     source: a path, the bytes of an image file (an upload), or a PIL image (not modified).
     max_pixels: refuse larger images, checked from the header before decoding; defaults to
     `get_settings().max_image_pixels` (XMODAL_MAX_IMAGE_PIXELS).
+    min_side: decode a JPEG file at the smallest scale (1/2, 1/4 or 1/8, done inside the
+    decoder: about 5x faster than a full decode for a baseline JPEG, 2x for a progressive one)
+    that keeps both sides at least this long; other formats, PIL images and None decode in full.
     Raises ImageLoadError naming the source and the reason for anything that is not a readable
     image.
     """
+    return decode_image(
+        source, background=background, max_pixels=max_pixels, min_side=min_side
+    ).image
+
+
+def decode_image(
+    source: ImageSource,
+    *,
+    background: tuple[int, int, int] = (255, 255, 255),
+    max_pixels: int | None = None,
+    min_side: int | None = None,
+) -> DecodedImage:
+    """`load_image`, with the full upright size as well (what a catalog stores)."""
+    if min_side is not None and min_side < 1:
+        raise InvalidInputError(f"min_side must be at least 1, got {min_side}")
     limit = get_settings().max_image_pixels if max_pixels is None else max_pixels
     if isinstance(source, Image.Image):
-        return _finish("<image>", source, limit, background)
+        return _finish("<image>", source, limit, background, None)
     if isinstance(source, (bytes, bytearray)):
         if not source:
             raise ImageLoadError("<bytes>", "empty data (0 bytes)")
-        return _load_stream("<bytes>", io.BytesIO(source), "", limit, background)
+        return _load_stream("<bytes>", io.BytesIO(source), "", limit, background, min_side)
     if isinstance(source, (str, os.PathLike)):
-        return _load_path(os.fspath(source), limit, background)
+        return _load_path(os.fspath(source), limit, background, min_side)
     raise ImageLoadError(
         f"<{type(source).__name__}>",
         f"cannot load an image from a {type(source).__name__}: give a path, bytes or a PIL image",
     )
 
 
-def _load_path(path: str, limit: int, background: tuple[int, int, int]) -> Image.Image:
+def _load_path(
+    path: str, limit: int, background: tuple[int, int, int], min_side: int | None
+) -> DecodedImage:
     if os.path.isdir(path):
         raise ImageLoadError(path, "is a directory, not an image file")
     try:
         with open(path, "rb") as fp:
             if os.fstat(fp.fileno()).st_size == 0:
                 raise ImageLoadError(path, "empty file (0 bytes)")
-            return _load_stream(path, fp, os.path.splitext(path)[1].lower(), limit, background)
+            suffix = os.path.splitext(path)[1].lower()
+            return _load_stream(path, fp, suffix, limit, background, min_side)
     except FileNotFoundError:
         raise ImageLoadError(path, "file not found") from None
     except PermissionError:
@@ -87,8 +125,13 @@ def _load_path(path: str, limit: int, background: tuple[int, int, int]) -> Image
 
 
 def _load_stream(
-    name: str, fp: IO[bytes], suffix: str, limit: int, background: tuple[int, int, int]
-) -> Image.Image:
+    name: str,
+    fp: IO[bytes],
+    suffix: str,
+    limit: int,
+    background: tuple[int, int, int],
+    min_side: int | None,
+) -> DecodedImage:
     header = fp.read(16)
     # HEIC/HEIF (and AVIF) are ISO media files: a "ftyp" box right at the start.
     looks_heif = suffix in _HEIF_EXTENSIONS or header[4:8] == b"ftyp"
@@ -110,7 +153,7 @@ def _load_stream(
                 "XMODAL_IMAGE_FORMATS changes the list)",
             )
         raise ImageLoadError(name, "not an image, or an unsupported image format")
-    return _finish(name, image, limit, background)
+    return _finish(name, image, limit, background, min_side)
 
 
 def _identify(fp: IO[bytes], header: bytes) -> ImageFile.ImageFile | None:
@@ -168,8 +211,12 @@ def claims(fmt: str, header: bytes) -> bool:
 
 
 def _finish(
-    name: str, image: Image.Image, limit: int, background: tuple[int, int, int]
-) -> Image.Image:
+    name: str,
+    image: Image.Image,
+    limit: int,
+    background: tuple[int, int, int],
+    min_side: int | None,
+) -> DecodedImage:
     width, height = image.size
     if width * height > limit:
         raise ImageTooLargeError(
@@ -179,12 +226,17 @@ def _finish(
         )
     try:
         with _quiet_pillow(name):
+            if min_side is not None and image.format in _DRAFT_FORMATS:
+                # A square request: both sides stay >= min_side whichever way EXIF turns it.
+                image.draft("RGB", (min_side, min_side))
+            if image.getexif().get(_ORIENTATION) in _QUARTER_TURNS:
+                width, height = height, width
             image.load()  # decode now, so truncated files fail here and not in a model
             upright = ImageOps.exif_transpose(image)
     except _DECODE_ERRORS as e:
         raise ImageLoadError(name, f"truncated or corrupt image data: {_one_line(e)}") from None
     try:
-        return _to_rgb(upright, background)
+        return DecodedImage(_to_rgb(upright, background), width, height)
     except (ValueError, OSError) as e:
         raise ImageLoadError(
             name, f"cannot convert {image.mode} image to RGB: {_one_line(e)}"

@@ -93,7 +93,13 @@ def cluster(address: str | None = None, *, num_cpus: int | None = None) -> Itera
             ray.init(address=address)
         else:
             # "local": a new cluster even when $RAY_ADDRESS names another one.
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            # On loopback: a local cluster has no business on the machine's other addresses.
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+            )
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a local cluster"
         raise ClusterError(f"cannot start or reach Ray at {where}: {e}") from None
@@ -117,20 +123,31 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 class _AsDecoded:
-    """read_file's encoder inside a task: the decoded image is what goes to the actors."""
+    """read_file's encoder inside a task: files decode at the model's input size (as in
+    process) and the decoded image is what goes to the actors."""
+
+    def __init__(self, decode_size: int | None):
+        self.decode_size = decode_size
 
     @staticmethod
     def prepare_image(image):
         return image
 
 
-def _decode(batch: dict[str, np.ndarray], known: Container[bytes]) -> dict[str, np.ndarray]:
+def _decode(
+    batch: dict[str, np.ndarray], known: Container[bytes], decode_size: int | None
+) -> dict[str, np.ndarray]:
     """A Ray task: read, hash and decode a few files (RGB pixels as bytes; none if known)."""
     out: dict[str, list] = {k: [] for k in ("path", "size", "mtime_ns", "hash", "error")}
-    out.update(width=[], height=[], caption=[], pixels=[])
+    out.update(width=[], height=[], caption=[], pixels=[], pixels_width=[], pixels_height=[])
+    as_decoded = _AsDecoded(decode_size)
     for path, size, mtime_ns in zip(batch["path"], batch["size"], batch["mtime_ns"]):
-        read = read_file(FoundFile(bytes(path), int(size), int(mtime_ns)), known, _AsDecoded)
+        found = FoundFile(bytes(path), int(size), int(mtime_ns))
+        read = read_file(found, known, lambda: as_decoded)
         image = read.prepared
+        # The decoded image may be smaller than the file's full size (width, height).
+        out["pixels_width"].append(image.width if image is not None else 0)
+        out["pixels_height"].append(image.height if image is not None else 0)
         out["path"].append(read.found.path)
         out["size"].append(read.found.size)
         out["mtime_ns"].append(read.found.mtime_ns)
@@ -167,7 +184,11 @@ class _Embedder:
         vectors = np.zeros((len(pixels), self.encoder.dim), np.float32)
         if todo:
             images = [
-                Image.frombytes("RGB", (int(batch["width"][i]), int(batch["height"][i])), pixels[i])
+                Image.frombytes(
+                    "RGB",
+                    (int(batch["pixels_width"][i]), int(batch["pixels_height"][i])),
+                    pixels[i],
+                )
                 for i in todo
             ]
             prepared = [self.encoder.prepare_image(image) for image in images]
@@ -210,7 +231,7 @@ def encode_files(
         _decode,
         batch_size=DECODE_BATCH,
         batch_format="numpy",
-        fn_kwargs={"known": known},
+        fn_kwargs={"known": known, "decode_size": _decode_size(model)},
         memory=DECODE_BATCH * DECODED_PHOTO_BYTES,
     )
     dataset = dataset.map_batches(
@@ -235,6 +256,14 @@ def encode_files(
         if isinstance(cause, XmodalError):
             raise cause from None
         raise ClusterError(f"the Ray encoding job failed: {e}") from None
+
+
+def _decode_size(model: str) -> int | None:
+    """The side the model's images are decoded at (encoders load lazily: this costs no image
+    tower)."""
+    from xmodal.models import load_model
+
+    return load_model(model, device="cpu").decode_size
 
 
 def _reads(batch: dict[str, np.ndarray]) -> Iterator[FileRead]:

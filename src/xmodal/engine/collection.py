@@ -39,7 +39,7 @@ from xmodal.errors import (
     ModelMismatchError,
 )
 from xmodal.filters import Filter
-from xmodal.images import ImageSource, load_image
+from xmodal.images import ImageSource, decode_image
 from xmodal.index import choose_kind, parse_index_spec
 from xmodal.models.base import Encoder
 from xmodal.models.registry import canonical_name
@@ -297,7 +297,8 @@ class Collection:
         except OSError as e:
             raise ImageLoadError(shown, e.strerror or str(e)) from None
         try:
-            image = load_image(data, max_pixels=max_pixels)
+            # At the model's input size, as index() decodes; the catalog keeps the full size.
+            decoded = decode_image(data, max_pixels=max_pixels, min_side=self.encoder.decode_size)
         except ImageLoadError as e:
             raise type(e)(shown, e.reason) from None
         return PreparedFile(
@@ -305,10 +306,10 @@ class Collection:
             st.st_size,
             st.st_mtime_ns,
             hashlib.blake2b(data, digest_size=16).digest(),
-            image.width,
-            image.height,
+            decoded.width,
+            decoded.height,
             sidecar_caption(path_bytes),
-            self.encoder.prepare_image(image),
+            self.encoder.prepare_image(decoded.image),
         )
 
     def add_prepared(self, prepared: PreparedFile, vector: np.ndarray) -> Item:

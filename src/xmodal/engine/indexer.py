@@ -25,7 +25,7 @@ import numpy as np
 
 from xmodal.catalog import Catalog, FileRow, FileState
 from xmodal.errors import ImageLoadError
-from xmodal.images import load_image
+from xmodal.images import decode_image
 from xmodal.models.base import Encoder
 from xmodal.scan import FoundFile, is_under
 
@@ -91,7 +91,8 @@ def read_file(
     if digest in known:
         return FileRead(found, digest, caption=sidecar_caption(found.path))
     try:
-        image = load_image(data)
+        # Reduced-size decode where the model allows; the catalog keeps the full size.
+        decoded = decode_image(data, min_side=encoder().decode_size)
     except ImageLoadError as e:
         return FileRead(found, digest, error=e.reason)
     except Exception as e:  # a decoder bug on one odd file must not end a run over thousands
@@ -99,9 +100,9 @@ def read_file(
     return FileRead(
         found,
         digest,
-        prepared=encoder().prepare_image(image),  # resize + normalise in the worker
-        width=image.width,
-        height=image.height,
+        prepared=encoder().prepare_image(decoded.image),  # resize + normalise in the worker
+        width=decoded.width,
+        height=decoded.height,
         caption=sidecar_caption(found.path),
     )
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from xmodal.errors import InvalidInputError, UnsupportedModalityError
 from xmodal.images import ImageSource, load_image
+from xmodal.models.preprocess import ImageTransform
 
 TEXT = "text"
 IMAGE = "image"
@@ -56,6 +57,14 @@ class Encoder(ABC):
         """One batch of RGB images -> float array [len(images), dim] (need not be normalised)."""
         raise NotImplementedError(f"{type(self).__name__} must implement _encode_images")
 
+    @property
+    def decode_size(self) -> int | None:
+        """Both sides a decoder may shrink an image to before `prepare_image` (JPEGs decode at
+        1/2, 1/4 or 1/8 scale, keeping both at least this), or None to decode in full. Backends
+        with an ImageTransform in `self.transform` get its value; others decode in full."""
+        transform = getattr(self, "transform", None)
+        return transform.decode_size if isinstance(transform, ImageTransform) else None
+
     def prepare_image(self, image: Image.Image) -> Any:
         """Per-image work done before the model, e.g. resize + normalise to a float32 array."""
         return image
@@ -91,7 +100,9 @@ class Encoder(ABC):
         self._require(IMAGE)
 
         def encode(batch: list[ImageSource]) -> np.ndarray:
-            return self._encode_prepared([self.prepare_image(load_image(src)) for src in batch])
+            size = self.decode_size
+            loaded = [load_image(src, min_side=size) for src in batch]
+            return self._encode_prepared([self.prepare_image(image) for image in loaded])
 
         return self._batched(list(images), encode, batch_size, progress, "images")
 

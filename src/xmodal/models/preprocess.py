@@ -4,6 +4,11 @@
 ToTensor + Normalize) to within float rounding, so a backend can use it in place of open_clip's own
 and the `lite` model does not need torchvision. "pad" reproduces open_clip's "longest" mode
 (ResizeKeepRatio(longest=1) + CenterCropOrPad) with `pad_color` as the fill.
+
+Both are exact on the image they are given. Encoders normally get large JPEGs decoded at a
+reduced scale (`decode_size`, see images.load_image's min_side), which changes the pixels the
+resize starts from a little; `full_decode=True` asks for the full-size decode, for a backend
+whose vectors must equal open_clip's bit for bit.
 """
 
 from __future__ import annotations
@@ -42,6 +47,14 @@ class ImageTransform:
     std: tuple[float, float, float] = CLIP_STD
     resize_mode: str = "crop"
     pad_color: tuple[int, int, int] = (255, 255, 255)
+    full_decode: bool = False
+
+    @property
+    def decode_size(self) -> int | None:
+        """The shortest sides a decoder may scale an image down to before this transform
+        (both at least `size`: enough for a crop, more than enough for a pad), or None for the
+        full image."""
+        return None if self.full_decode else self.size
 
     def __post_init__(self) -> None:
         if self.resize_mode not in RESIZE_MODES:

@@ -95,7 +95,13 @@ class Service:
     def decode(self, upload: Upload) -> Image.Image:
         """An uploaded image, under the upload pixel limit; ImageLoadError names the file."""
         try:
-            return load_image(upload.data, max_pixels=self.settings.max_upload_pixels)
+            # Decoded at the model's input size, as indexing does, so a JPEG gets one vector
+            # whichever way it comes in.
+            return load_image(
+                upload.data,
+                max_pixels=self.settings.max_upload_pixels,
+                min_side=self.encoder.decode_size,
+            )
         except ImageLoadError as e:
             raise type(e)(upload.name, e.reason) from None
 
@@ -175,7 +181,8 @@ class Service:
             if cached is not None:
                 self._thumbnails.move_to_end(key)
                 return cached
-        image = load_image(path)
+        # Both sides decoded at >= size: the thumbnail's long side is size, whatever the turn.
+        image = load_image(path, min_side=size)
         image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85)
