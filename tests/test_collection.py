@@ -311,7 +311,7 @@ def test_prepared_files_are_stored_replaced_and_shared_like_indexed_ones(coll, l
     extra = tmp_path / "upload.png"
     Image.open(library / "flower.png").rotate(45).save(extra)
     prepared = coll.prepare_file(extra)  # no catalog row yet: preparing writes nothing
-    assert coll.count() == 14 and prepared.width == Image.open(extra).width
+    assert coll.count() == 14 and prepared.row.width == Image.open(extra).width
     (vector,) = coll.encoder.embed_prepared([prepared.pixels])
     with pytest.raises(InvalidInputError, match="32"):
         coll.add_prepared(prepared, vector[:5])

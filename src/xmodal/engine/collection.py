@@ -68,13 +68,7 @@ class PreparedFile:
     """An image file read, hashed, decoded and made model input: what add_prepared() stores
     once its vector is known. Made without the writer lock or the catalog."""
 
-    path: bytes
-    size: int
-    mtime_ns: int
-    hash: bytes
-    width: int
-    height: int
-    caption: str | None
+    row: FileRow  # what the catalog stores for it
     pixels: Any  # the encoder's prepare_image() output, for embed_prepared()
 
 
@@ -301,7 +295,7 @@ class Collection:
             decoded = decode_image(data, max_pixels=max_pixels, min_side=self.encoder.decode_size)
         except ImageLoadError as e:
             raise type(e)(shown, e.reason) from None
-        return PreparedFile(
+        row = FileRow(
             path_bytes,
             st.st_size,
             st.st_mtime_ns,
@@ -309,8 +303,8 @@ class Collection:
             decoded.width,
             decoded.height,
             sidecar_caption(path_bytes),
-            self.encoder.prepare_image(decoded.image),
         )
+        return PreparedFile(row, self.encoder.prepare_image(decoded.image))
 
     def add_prepared(self, prepared: PreparedFile, vector: np.ndarray) -> Item:
         """Store a prepared file with its vector (one short transaction under the writer
@@ -320,15 +314,14 @@ class Collection:
             raise InvalidInputError(f"a vector of {self.dim} finite numbers is needed")
         if abs(float(np.linalg.norm(vector)) - 1) > 1e-2:
             raise InvalidInputError("the vector must be L2-normalised")
-        p = prepared
-        row = FileRow(p.path, p.size, p.mtime_ns, p.hash, p.width, p.height, p.caption)
+        row = prepared.row
         with self._short_write():
             self._ann.refresh()
             inserted, deleted = [], []
             with self._catalog.transaction():
                 _store(self._catalog, row, vector, inserted, deleted)
             self._ann.applied(inserted, deleted)
-        return self._catalog.item_at(p.path)
+        return self._catalog.item_at(row.path)
 
     def store_rows(
         self, batches: Iterable[tuple[Sequence[FileRow], np.ndarray]], *, wait: bool = False
