@@ -114,7 +114,13 @@ def test_import_equals_the_in_process_index_and_twice_adds_nothing(tmp_path, sha
             )
             np.testing.assert_allclose(imported.vector(item_id), local.vector(item_id), atol=1e-6)
         for query in ("a cat", "a rocket in the sky", "coffee"):
-            assert imported.search_text(query, k=3) == local.search_text(query, k=3)
+            mine, theirs = imported.search_text(query, k=3), local.search_text(query, k=3)
+            assert [(h.id, h.path) for h in mine] == [(h.id, h.path) for h in theirs]
+            # The two models may run on different thread counts (indexing vs query), which
+            # changes float rounding in the last digits, not the ranking.
+            np.testing.assert_allclose(
+                [h.score for h in mine], [h.score for h in theirs], atol=1e-5
+            )
         assert imported.roots == local.roots  # a later `xmodal index` rescans the folder
         # ... and finds nothing new to encode there.
         report = imported.index()

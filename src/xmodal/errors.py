@@ -77,3 +77,8 @@ class DeviceError(ModelLoadError):
 
 class ClusterError(XmodalError):
     """A compute cluster (Ray) that cannot be started or reached, or a job on it that failed."""
+
+
+class ExportError(XmodalError):
+    """A model that cannot be exported, or whose export does not reproduce it closely enough
+    (nothing is written then)."""

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import os
 import struct
+import subprocess
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +38,17 @@ _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _DEEP_GRAY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 # Header parsing errors that mean "not this format", as Image.open treats them.
 _NOT_THIS_FORMAT = (SyntaxError, IndexError, TypeError, struct.error)
-# What decoders raise on truncated or corrupt data.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error)
+# What decoders raise on truncated or corrupt data (SubprocessError: an external decoder, e.g.
+# Ghostscript for an allowed EPS, that is broken or exits with an error).
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    subprocess.SubprocessError,
+)
 _HEIF_MISSING = "HEIC/HEIF image, but pillow-heif is not installed: pip install 'xmodal[heif]'"
 # Formats whose decoder can scale down while decoding (libjpeg's DCT scaling: 1/2, 1/4, 1/8).
 _DRAFT_FORMATS = frozenset({"JPEG", "MPO"})

@@ -13,6 +13,7 @@ from xmodal.cli.collection import dedup_cmd, demo_cmd, index_cmd, search_cmd
 from xmodal.cli.common import ErrorGroup
 from xmodal.cli.embed import classify_cmd, embed_cmd, similarity_cmd
 from xmodal.cli.eval import eval_cmd
+from xmodal.cli.export import export_cmd
 from xmodal.cli.migrate import migrate_cmd
 from xmodal.cli.serve import serve_cmd
 from xmodal.cli.shards import import_cmd
@@ -56,6 +57,7 @@ for command in (
     train_cmd,
     migrate_cmd,
     import_cmd,
+    export_cmd,
 ):
     main.add_command(command)
 

@@ -86,9 +86,10 @@ def device_option(help_text: str = DEVICE_HELP, *, expose: bool = True):
 
 
 def load_encoder(model_name: str | None, batch_size: int | None = None, device: str | None = None):
+    from xmodal.engine.threads import query_plan
     from xmodal.models import load_model
 
-    encoder = load_model(model_name, device=device)
+    encoder = load_model(model_name, device=device, num_threads=query_plan().model_threads)
     if batch_size:
         encoder.batch_size = batch_size
     return encoder

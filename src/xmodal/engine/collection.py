@@ -31,6 +31,7 @@ from xmodal.engine.ann import AnnState
 from xmodal.engine.dedup import DuplicateGroup, SearchHit, near_duplicates
 from xmodal.engine.indexer import Indexer, IndexReport, Reader, sidecar_caption
 from xmodal.engine.lock import WriterLock
+from xmodal.engine.threads import indexing_plan, query_plan
 from xmodal.errors import (
     CatalogError,
     CollectionNotFoundError,
@@ -165,7 +166,9 @@ class Collection:
             if self._encoder is None:
                 from xmodal.models import load_model
 
-                self._adopt(load_model(self.model_name, device=self._device))
+                # A query-only use: every core the process may use (engine/threads.py).
+                threads = query_plan().model_threads
+                self._adopt(load_model(self.model_name, device=self._device, num_threads=threads))
             return self._encoder
 
     def _adopt(self, encoder: Encoder) -> None:
@@ -236,12 +239,14 @@ class Collection:
         found = scan(roots, follow_symlinks=follow_symlinks)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)
+        plan = indexing_plan()
         # Built under the lock: the files it compares against cannot change under it.
         indexer = Indexer(
             self._catalog,
-            lambda: self.encoder,
+            lambda: self._indexing_encoder(plan.model_threads),
             batch_size=size,
-            workers=max(1, min(4, os.cpu_count() or 1)),
+            workers=plan.decode_workers,
+            model_threads=plan.model_threads,
             progress=progress,
             reader=reader,
         )
@@ -253,6 +258,16 @@ class Collection:
             self._catalog.set_meta("index_choice", index_kind)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _indexing_encoder(self, threads: int) -> Encoder:
+        """The model; loaded, when indexing is the first to need it, with the intra-op threads
+        an indexing run leaves it beside the decode workers (engine/threads.py)."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                from xmodal.models import load_model
+
+                self._adopt(load_model(self.model_name, device=self._device, num_threads=threads))
+            return self._encoder
 
     @contextlib.contextmanager
     def writer(self, *, wait: bool = True, timeout: float | None = None) -> Iterator[None]:

@@ -1,9 +1,11 @@
 """The indexing pipeline: found files -> catalog rows and vectors, incrementally and crash-safely.
 
 Worker threads read, hash and decode files (PIL releases the GIL while decoding) while the main
-thread runs the model on the previous batch; a bounded window of reads in flight keeps memory
-flat. Each batch's rows and vectors are committed in one transaction, so a run killed at any
-moment loses at most the batch in flight, and the next run picks up where it stopped.
+thread runs the model on the images read so far, a few at a time (engine/threads.py
+model_batch: on a CPU, small calls leave little model work after the last image is decoded); a
+bounded window of reads in flight keeps memory flat. Each batch's rows and vectors are committed
+in one transaction, so a run killed at any moment loses at most the batch in flight, and the
+next run picks up where it stopped.
 
 Per file: the catalog's size + mtime equal -> unchanged, not even opened. Otherwise the content
 hash decides: same bytes at the same path -> touched; bytes of a file that vanished from the
@@ -19,11 +21,13 @@ import os
 import time
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xmodal.catalog import Catalog, FileRow, FileState
+from xmodal.engine.threads import blas_threads, model_batch
 from xmodal.errors import ImageLoadError
 from xmodal.images import decode_image
 from xmodal.models.base import Encoder
@@ -154,6 +158,7 @@ class Indexer:
         *,
         batch_size: int,
         workers: int,
+        model_threads: int | None = None,
         progress: bool = False,
         reader: Reader | None = None,
     ):
@@ -162,6 +167,7 @@ class Indexer:
         self.encoder = encoder  # called only once an image needs decoding: loads the model
         self.batch_size = batch_size
         self.workers = workers
+        self.model_threads = model_threads  # BLAS gets as many during the run (threads.py)
         self.progress = progress
         self.report = IndexReport()
         self.inserted: list[int] = []
@@ -170,7 +176,9 @@ class Indexer:
         self._known = {s.hash: s.id for s in self._states.values()}  # hash -> an id holding it
         self._vanished: dict[bytes, list[int]] = {}  # hash -> ids whose paths left the scan
         self._actions: list[Callable[[], None]] = []
-        self._waiting: dict[bytes, FileRead] = {}  # hash -> image for the next model batch
+        self._waiting: dict[bytes, FileRead] = {}  # hash -> image for the next commit
+        self._unembedded: list[FileRead] = []  # those of _waiting not yet run through the model
+        self._model_batch: int | None = None  # chosen once the model is loaded
         self._vectors: dict[bytes, np.ndarray] = {}  # hash -> vector, during a flush
         self._batch_ids: dict[bytes, int] = {}  # hash -> id inserted, during a flush
 
@@ -199,7 +207,10 @@ class Indexer:
                 self._vanished.setdefault(state.hash, []).append(state.id)
         to_read = self._changed_files(files)
         if to_read:
-            self._read_all(to_read)
+            # Only when there is work: threadpoolctl's import is most of a no-change run.
+            with blas_threads(self.model_threads) if self.model_threads else nullcontext():
+                self._read_all(to_read)
+                self._flush()
         self._flush()
         self._finish(gone)
         self.report.seconds = time.perf_counter() - started
@@ -238,6 +249,8 @@ class Indexer:
         try:
             for read in reads:
                 self._plan(read)
+                if self._unembedded and len(self._unembedded) >= self._embed_size():
+                    self._embed()
                 if (
                     len(self._waiting) >= self.batch_size
                     or len(self._actions) >= _MAX_PENDING_ACTIONS
@@ -294,6 +307,7 @@ class Indexer:
             self._act(self._insert_copy, read, None)  # its source is embedded in this batch
         else:
             self._waiting[read.hash] = read
+            self._unembedded.append(read)
             self._act(self._insert_embedded, read)
 
     def _reusable(self, read: FileRead, old: FileState | None) -> bool:
@@ -313,20 +327,32 @@ class Indexer:
     def _act(self, fn: Callable, *args) -> None:
         self._actions.append(lambda: fn(*args))
 
+    def _embed_size(self) -> int:
+        # Images embedded elsewhere need no model: those wait for the commit, never load it.
+        if isinstance(self._unembedded[0].prepared, Embedded):
+            return self.batch_size
+        if self._model_batch is None:
+            self._model_batch = model_batch(self.encoder(), self.batch_size)
+        return self._model_batch
+
+    def _embed(self) -> None:
+        """Vectors for the images waiting that have none yet."""
+        reads, self._unembedded = self._unembedded, []
+        # Vectors embedded elsewhere are taken as they are; the model loads only for the rest.
+        local = [r for r in reads if not isinstance(r.prepared, Embedded)]
+        vectors = self.encoder().embed_prepared([r.prepared for r in local]) if local else []
+        self._vectors.update((r.hash, v) for r, v in zip(local, vectors))
+        self._vectors.update(
+            (r.hash, r.prepared.vector) for r in reads if isinstance(r.prepared, Embedded)
+        )
+        self.report.embedded += len(reads)
+
     def _flush(self) -> None:
-        """Embed the images waiting, then write every pending action in one transaction."""
+        """Embed the images still waiting, then write every pending action in one transaction."""
         if not self._actions:
             return
-        waiting = list(self._waiting.values())
-        if waiting:
-            # Vectors embedded elsewhere are taken as they are; the model loads only for the rest.
-            local = [r for r in waiting if not isinstance(r.prepared, Embedded)]
-            vectors = self.encoder().embed_prepared([r.prepared for r in local]) if local else []
-            self._vectors = {r.hash: v for r, v in zip(local, vectors)}
-            self._vectors.update(
-                (r.hash, r.prepared.vector) for r in waiting if isinstance(r.prepared, Embedded)
-            )
-            self.report.embedded += len(waiting)
+        if self._unembedded:
+            self._embed()
         with self.catalog.transaction():
             for action in self._actions:
                 action()

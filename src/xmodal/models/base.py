@@ -48,6 +48,9 @@ class Encoder(ABC):
     # CLIP-style models learn it, others set a calibrated constant.
     logit_scale: float = 100.0
     batch_size: int = 32
+    # "int8" once torch_int8 has quantised the model, with its QuantizeReport.
+    quantized: str | None = None
+    quantize_report = None
 
     @abstractmethod
     def _encode_texts(self, texts: list[str]) -> np.ndarray:

@@ -21,7 +21,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
 
 from xmodal.errors import ModelLoadError, ModelNotFoundError
-from xmodal.models import hub
+from xmodal.models import hub, torch_int8
 from xmodal.models.base import Encoder
 from xmodal.models.device import autocast, torch_device
 from xmodal.models.registry import ModelInfo, canonical_name
@@ -117,13 +117,15 @@ def load(
     num_threads: int | None = None,
     batch_size: int | None = None,
     resize_mode: str | None = None,
+    quantize: str | None = None,
 ) -> HFEncoder:
     """`arg` follows 'hf:'; resize_mode (crop, pad, squash) overrides the checkpoint's own.
 
     device: cpu, cuda, cuda:N, mps or auto (models/device.py); on CUDA inference runs in
-    float16 autocast.
+    float16 autocast. quantize: "int8" for dynamic int8 Linear layers on the CPU (torch_int8.py).
     """
     where = torch_device(device)  # an unusable device fails before any weights load
+    torch_int8.check_quantize(quantize, where)
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     folder = Path(arg).expanduser()
@@ -140,7 +142,9 @@ def load(
     model, tokenizer, image_processor = parts
     # Named as a collection records it: a folder absolute, whatever the working folder.
     name = canonical_name(f"hf:{arg}")
-    return HFEncoder(name, model, tokenizer, image_processor, where, batch_size, resize_mode)
+    encoder = HFEncoder(name, model, tokenizer, image_processor, where, batch_size, resize_mode)
+    torch_int8.apply_option(encoder, quantize)
+    return encoder
 
 
 def list_models() -> list[ModelInfo]:

@@ -142,6 +142,21 @@ def image_batcher(
     ImageTransform does.
     """
     mode = check_resize_mode(resize_mode) or native_mode
+    batch = _batcher(size, mean, std, mode, resample, pad_color, crop_from)
+    # What an ONNX export writes down to rebuild this transform without torch (exported.card).
+    batch.spec = {
+        "size": size,
+        "mean": tuple(mean),
+        "std": tuple(std),
+        "resize_mode": mode,
+        "resample": int(resample),
+        "pad_color": None if pad_color is None else tuple(pad_color),
+        "crop_from": crop_from,
+    }
+    return batch
+
+
+def _batcher(size, mean, std, mode, resample, pad_color, crop_from):
     extra = {} if pad_color is None else {"pad_color": pad_color}
     transform = ImageTransform(
         size=size,
@@ -162,7 +177,11 @@ def image_batcher(
             return _transformers_crop(image, crop_from, size, resample)
 
     else:
-        return transform.batch
+
+        def batch(images: list[Image.Image]) -> np.ndarray:
+            return transform.batch(images)
+
+        return batch
 
     # A size x size image passes the crop transform unchanged (no resize, whole-image crop).
     def batch(images: list[Image.Image]) -> np.ndarray:

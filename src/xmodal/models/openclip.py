@@ -29,7 +29,7 @@ from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
 from PIL import Image
 
 from xmodal.errors import ModelLoadError, ModelNotFoundError
-from xmodal.models import hub
+from xmodal.models import hub, torch_int8
 from xmodal.models.base import Encoder
 from xmodal.models.device import autocast, torch_device
 from xmodal.models.registry import ModelInfo, canonical_name
@@ -99,13 +99,15 @@ def load(
     num_threads: int | None = None,
     batch_size: int | None = None,
     resize_mode: str | None = None,
+    quantize: str | None = None,
 ) -> OpenClipEncoder:
     """`arg` follows 'openclip:'; resize_mode (crop, pad, squash) overrides the model's own.
 
     device: cpu, cuda, cuda:N, mps or auto (models/device.py); on CUDA inference runs in
-    float16 autocast.
+    float16 autocast. quantize: "int8" for dynamic int8 Linear layers on the CPU (torch_int8.py).
     """
     where = torch_device(device)  # an unusable device fails before any weights load
+    torch_int8.check_quantize(quantize, where)
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     if arg.startswith(HF_HUB):
@@ -114,7 +116,9 @@ def load(
         model, tokenizer, embed_dim = _from_arch(arg, where)
     # Named as a collection records it: a checkpoint path absolute, whatever the working folder.
     name = canonical_name(f"openclip:{arg}")
-    return OpenClipEncoder(name, model, tokenizer, embed_dim, where, batch_size, resize_mode)
+    encoder = OpenClipEncoder(name, model, tokenizer, embed_dim, where, batch_size, resize_mode)
+    torch_int8.apply_option(encoder, quantize)
+    return encoder
 
 
 def list_models() -> list[ModelInfo]:

@@ -5,6 +5,7 @@ Names users type:
   openclip:ARCH/PRETRAINED  any OpenCLIP architecture; PRETRAINED is a tag, a checkpoint file, or
                             `random` for random weights on purpose (ARCH alone is refused)
   hf:REPO_OR_DIR            a Hugging Face CLIPModel / SiglipModel checkpoint
+  onnx:DIR                  a model written by `xmodal export onnx` (ONNX Runtime, no torch)
   path/to/folder            a model written by `xmodal train` (a folder with xmodal-model.json)
   fake[:DIM]                a deterministic fake, for tests
 """
@@ -20,6 +21,8 @@ from xmodal.models.base import Encoder
 
 # The card that makes a folder a trained model (see xmodal.models.trained).
 TRAINED_CARD = "xmodal-model.json"
+# The card that makes a folder an exported ONNX model (see xmodal.models.exported.card).
+ONNX_CARD = "xmodal-onnx.json"
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,15 @@ BACKENDS: dict[str, Backend] = {
         Backend("lite", "xmodal.models.lite", None, None, "built-in offline model"),
         Backend("openclip", "xmodal.models.openclip", "open_clip", "clip", "OpenCLIP models"),
         Backend("hf", "xmodal.models.hf", "transformers", "hf", "Hugging Face CLIP/SigLIP"),
+        Backend("onnx", "xmodal.models.exported", "onnxruntime", None, "exported ONNX models"),
         Backend("fake", "xmodal.models.fake", None, None, "deterministic fake for tests"),
         Backend("trained", "xmodal.models.trained", None, None, "models from `xmodal train`"),
     ]
 }
+
+
+# Backends that run on torch, where XMODAL_QUANTIZE=int8 applies.
+_QUANTIZABLE = ("lite", "openclip", "hf", "trained")
 
 
 def parse_name(name: str) -> tuple[str, str]:
@@ -59,6 +67,8 @@ def parse_name(name: str) -> tuple[str, str]:
     folder = Path(name).expanduser()
     if (folder / TRAINED_CARD).is_file():
         return "trained", name
+    if (folder / ONNX_CARD).is_file():
+        return "onnx", name
     prefix, sep, arg = name.partition(":")
     if sep and prefix in BACKENDS:
         if not arg:
@@ -90,8 +100,8 @@ def canonical_name(name: str) -> str:
         arch, sep, pretrained = arg.partition("/")
         if sep and Path(pretrained).expanduser().is_file():
             return f"openclip:{arch}/{_absolute(pretrained)}"
-    if prefix == "hf" and Path(arg).expanduser().is_dir():
-        return f"hf:{_absolute(arg)}"
+    if prefix in ("hf", "onnx") and Path(arg).expanduser().is_dir():
+        return f"{prefix}:{_absolute(arg)}"
     return name.strip()
 
 
@@ -114,7 +124,8 @@ def load_model(name: str | None = None, *, device: str | None = None, **options)
     """Load an encoder by name; None means the configured default (XMODAL_MODEL or 'lite').
 
     device: cpu, cuda, cuda:N, mps or auto; None means XMODAL_DEVICE, else cpu. An unusable
-    device raises DeviceError before any weights load.
+    device raises DeviceError before any weights load. quantize="int8" (or XMODAL_QUANTIZE)
+    quantises a torch backend's Linear layers, checked against fp32 (models/torch_int8.py).
     """
     from xmodal.models.device import resolve_device
 
@@ -124,6 +135,13 @@ def load_model(name: str | None = None, *, device: str | None = None, **options)
         name = get_settings().model
     prefix, arg = parse_name(name)
     module = _backend_module(BACKENDS[prefix])
+    from xmodal.config import get_settings
+
+    settings = get_settings()
+    if options.get("num_threads") is None:  # XMODAL_NUM_THREADS unless the caller chose
+        options["num_threads"] = settings.num_threads
+    if options.get("quantize") is None and settings.quantize and prefix in _QUANTIZABLE:
+        options["quantize"] = settings.quantize  # XMODAL_QUANTIZE, for the torch backends
     return module.load(arg, device=resolve_device(device), **options)
 
 

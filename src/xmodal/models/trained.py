@@ -104,14 +104,16 @@ def _openclip(
     num_threads: int | None = None,
     batch_size: int | None = None,
     resize_mode: str | None = None,
+    quantize: str | None = None,
 ) -> Encoder:
     from open_clip.constants import HF_CONFIG_NAME, HF_SAFE_WEIGHTS_NAME
 
-    from xmodal.models import hub
+    from xmodal.models import hub, torch_int8
     from xmodal.models import openclip as backend
     from xmodal.models.device import torch_device as resolve
 
     torch_device = resolve(device)
+    torch_int8.check_quantize(quantize, torch_device)
     hub.set_num_threads(num_threads)
     hub.check_resize_mode(resize_mode)
     try:
@@ -130,7 +132,7 @@ def _openclip(
     from safetensors.torch import load_file
 
     model.load_state_dict(load_file(weights, device=str(torch_device)))
-    return backend.OpenClipEncoder(
+    encoder = backend.OpenClipEncoder(
         str(folder),
         model,
         tokenizer,
@@ -139,11 +141,15 @@ def _openclip(
         batch_size,
         resize_mode,
     )
+    torch_int8.apply_option(encoder, quantize)
+    return encoder
 
 
-def _hf(folder: Path, card: dict, **options) -> Encoder:
-    from xmodal.models import hf
+def _hf(folder: Path, card: dict, *, quantize: str | None = None, **options) -> Encoder:
+    from xmodal.models import hf, torch_int8
 
+    torch_int8.check_quantize(quantize, options.get("device", "cpu"))
+    # Quantised after the weight check below: int8 layers no longer have the saved tensors.
     encoder = hf.load(str(folder), **options)
     # transformers fills missing weights with random ones and only logs it: check ourselves.
     index = folder / "model.safetensors.index.json"
@@ -152,6 +158,7 @@ def _hf(folder: Path, card: dict, **options) -> Encoder:
     else:
         files = [folder / "model.safetensors"]
     _check_weights(encoder.model, _shapes(files), folder, card)
+    torch_int8.apply_option(encoder, quantize)
     return encoder
 
 

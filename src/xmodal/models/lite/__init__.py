@@ -77,12 +77,14 @@ def load(
     resize_mode: str | None = None,
     runtime: str | None = None,
     device: str = "cpu",
+    quantize: str | None = None,
 ):
     """Load a lite variant by name ('lite', 'lite-en', ...) -> LiteEncoder.
 
     runtime: how the image tower runs, "auto", "onnx" or "torch" (runtime.py); None:
     $XMODAL_LITE_RUNTIME, else "auto". device: cpu, cuda, cuda:N, mps or auto
-    (models/device.py); the image tower and the MiniLM text tower run there.
+    (models/device.py); the image tower and the MiniLM text tower run there. quantize: "int8"
+    for dynamic int8 in the towers that run on torch, on the CPU (models/torch_int8.py).
     """
     from xmodal.models.device import resolve_device
 
@@ -101,6 +103,7 @@ def load(
         resize_mode=resize_mode,
         runtime=runtime,
         device=device,
+        quantize=quantize,
     )
 
 

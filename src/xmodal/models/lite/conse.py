@@ -64,10 +64,15 @@ class LiteEncoder(Encoder):
         runtime: str | None = None,
         head: AlignmentHead | None = None,
         device: str = "cpu",
+        quantize: str | None = None,
     ):
         """device: a name resolve_device() gave. The image tower and the MiniLM text tower run
         there; e5 (a C engine) and the small alignment head stay on the CPU. The image tower
-        is built when the first image is embedded, so a text-only use never loads it."""
+        is built when the first image is embedded, so a text-only use never loads it, unless
+        quantize ("int8", models/torch_int8.py) asks for its torch layers to be quantised."""
+        from xmodal.models.torch_int8 import apply_option, check_quantize
+
+        check_quantize(quantize, device)  # before any tower loads
         if head is not None and head.dim != variant.dim:
             raise InvalidInputError(
                 f"the alignment head is {head.dim}-d but {variant.name} vectors are {variant.dim}-d"
@@ -102,6 +107,7 @@ class LiteEncoder(Encoder):
         # Equal weight per tower: concatenated unit vectors scaled so the whole row is unit.
         self._tower_weight = np.float32(1 / np.sqrt(len(self.text_towers)))
         self.head = None if head is None else head.eval()
+        apply_option(self, quantize)
 
     @cached_property
     def _run(self) -> ImageRunner:
