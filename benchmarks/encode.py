@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 MODELS = {"lite": "lite", "vit": "openclip:ViT-B-32/random"}
+# Random ViT-B-32 weights saved once with a fixed seed, so that every process (and the exports)
+# load the same ones: `openclip:ViT-B-32/random` draws new weights in each.
+VIT_WEIGHTS = "vit-b-32-random-seed0.safetensors"
 VARIANTS = ("torch", "torch-int8", "onnx-fp32", "onnx-int8")
 BATCHES = (1, 8, 32)
 N_IMAGES = 64
@@ -77,6 +80,30 @@ def inputs():
     ]
 
 
+def model_name(key: str, exports: Path) -> str:
+    if key != "vit":
+        return MODELS[key]
+    path = exports / VIT_WEIGHTS
+    if not path.is_file():
+        import open_clip
+        import torch
+        from safetensors.torch import save_file
+
+        torch.manual_seed(0)
+        model = open_clip.create_model("ViT-B-32")
+        exports.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return f"openclip:ViT-B-32/{path}"
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory (VmHWM starts afresh at exec, ru_maxrss does not)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def load_variant(model: str, variant: str, exports: Path):
     from xmodal.models import load_model
 
@@ -90,7 +117,7 @@ def load_variant(model: str, variant: str, exports: Path):
 
 
 def export_name(model: str, variant: str) -> str:
-    key = "lite" if model == "lite" else "vit-b-32"
+    key = "lite" if model == "lite" else "vit-b-32-seed0"
     return f"{key}-{variant.split('-')[1]}"
 
 
@@ -125,7 +152,7 @@ def child(model: str, variant: str, exports: Path, seconds: float) -> dict:
     out = Path(os.environ["XMODAL_BENCH_VECTORS"])
     np.save(out.with_suffix(".img.npy"), images)
     np.save(out.with_suffix(".txt.npy"), vectors)
-    result["peak MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak MB"] = peak_mb()
     return result
 
 
@@ -167,7 +194,7 @@ def main() -> None:
     vectors_dir = args.exports / "vectors"
     vectors_dir.mkdir(parents=True, exist_ok=True)
     for key in args.models.split(","):
-        model = MODELS[key]
+        model = model_name(key, args.exports)
         ensure_exports(model, args.exports)
         rows, reference = {}, None
         for variant in args.variants.split(","):
@@ -193,10 +220,13 @@ def report(key: str, rows: dict, peak: float) -> None:
     if not rows:
         return
     columns = list(next(iter(rows.values())))
-    print(f"\n{key} ({MODELS[key]})")
+    print(f"\n{key} ({MODELS[key]}{', seed 0' if key == 'vit' else ''})")
     print(f"{'variant':12}" + "".join(f"{c:>13}" for c in columns))
     for variant, row in rows.items():
-        cells = [f"{v:13.1f}" if isinstance(v, float) else f"{v!s:>13}" for v in row.values()]
+        cells = [
+            f"{v:13.5f}" if "cos" in k else f"{v:13.1f}" if isinstance(v, float) else f"{v!s:>13}"
+            for k, v in row.items()
+        ]
         print(f"{variant:12}" + "".join(cells))
     base = rows.get("torch")
     for variant in ("onnx-fp32", "onnx-int8", "torch-int8"):
