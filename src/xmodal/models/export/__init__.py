@@ -116,7 +116,7 @@ def _export_into(reference, tmp: Path, gallery, int8: bool, log) -> ExportReport
     precision = dict.fromkeys(_sides(card), "fp32")
     notes: list[str] = []
     if int8:
-        card, notes = _int8(card, tmp, reference, ref, gallery, results, precision, log)
+        card, notes = _int8(card, tmp, ref, gallery, results, precision, log)
     card = OnnxCard(
         **{
             **card.__dict__,
@@ -157,7 +157,7 @@ def _write_tower(reference, text, tmp: Path, i: int, count: int) -> TowerSpec:
     return TowerSpec(**{**spec.__dict__, "graph": graph, "tokenizer": tokens.to_dict()})
 
 
-def _int8(card, tmp, reference, ref, gallery, results, precision, log):
+def _int8(card, tmp, ref, gallery, results, precision, log):
     """Quantise each side, trying the fastest int8 first; a side keeps the first int8 graph
     that passes, else stays fp32."""
     from xmodal.models.export import quantize
