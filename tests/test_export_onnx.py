@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from checkpoints import save_hf_clip, save_hf_siglip, save_openclip_checkpoint
 from xmodal.cli import main
-from xmodal.errors import ExportError, ModelLoadError, ModelNotFoundError
+from xmodal.errors import ExportError, InvalidInputError, ModelLoadError, ModelNotFoundError
 from xmodal.models import load_model, parity
 from xmodal.models.export import export_onnx
 from xmodal.models.exported.card import CARD
@@ -205,7 +205,7 @@ def test_a_folder_with_a_card_loads_by_its_path(exported):
 
 def test_options_fixed_at_export_are_refused(exported):
     folder, _ = exported["openclip"]
-    with pytest.raises(Exception, match="fixed at export"):
+    with pytest.raises(InvalidInputError, match="fixed at export"):
         load_model(f"onnx:{folder}", resize_mode="pad")
 
 

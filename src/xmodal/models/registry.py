@@ -16,7 +16,12 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from xmodal.errors import InvalidInputError, MissingExtraError, ModelNotFoundError
+from xmodal.errors import (
+    InvalidInputError,
+    MissingExtraError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
 from xmodal.models.base import Encoder
 
 # The card that makes a folder a trained model (see xmodal.models.trained).
@@ -57,6 +62,18 @@ BACKENDS: dict[str, Backend] = {
 
 # Backends that run on torch, where XMODAL_QUANTIZE=int8 applies.
 _QUANTIZABLE = ("lite", "openclip", "hf", "trained")
+
+
+def check_card(raw, path: Path, fmt: str, max_version: int, what: str) -> None:
+    """ModelLoadError unless `raw` (a parsed card) is a `fmt` card this xmodal can read."""
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise ModelLoadError(f"{path} is not an xmodal {what} (format {fmt!r})")
+    version = raw.get("format_version")
+    if not isinstance(version, int) or version > max_version:
+        raise ModelLoadError(
+            f"{path} is format version {version}; this xmodal reads versions up to "
+            f"{max_version}: upgrade xmodal"
+        )
 
 
 def parse_name(name: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from xmodal.errors import ModelLoadError, ModelNotFoundError
 from xmodal.models.base import Encoder
 from xmodal.models.device import resolve_device
-from xmodal.models.registry import TRAINED_CARD, ModelInfo
+from xmodal.models.registry import TRAINED_CARD, ModelInfo, check_card
 
 FORMAT = "xmodal-trained-model"
 FORMAT_VERSION = 1
@@ -30,14 +30,7 @@ def read_card(folder: str | Path) -> dict:
         card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelLoadError(f"cannot read the model card {path}: {e}") from e
-    if not isinstance(card, dict) or card.get("format") != FORMAT:
-        raise ModelLoadError(f"{path} is not an xmodal model card (format {FORMAT!r})")
-    version = card.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path} is format version {version}; this xmodal reads versions up to "
-            f"{FORMAT_VERSION}: upgrade xmodal"
-        )
+    check_card(card, path, FORMAT, FORMAT_VERSION, "model card")
     missing = [k for k in ("backend", "base_model", "dim") if k not in card]
     if missing:
         raise ModelLoadError(f"{path} lacks {', '.join(missing)}")

@@ -161,14 +161,13 @@ def _int8(card, tmp, ref, gallery, results, precision, log):
     """Quantise each side, trying the fastest int8 first; a side keeps the first int8 graph
     that passes, else stays fp32."""
     from xmodal.models.export import quantize
-    from xmodal.models.export.graphs import probe_pixels
 
     notes: list[str] = []
     if card.image is not None:
         source = tmp / card.image.graph
         target = tmp / "image-int8.onnx"
         if quantize.is_conv_net(source):
-            batches = _calibration_batches(card.image, gallery.calibration, probe_pixels)
+            batches = _calibration_batches(card.image, gallery.calibration)
             ladder = [("static QDQ", lambda: quantize.quantize_static(source, target, batches))]
         else:
             ladder = _dynamic_ladder([(source, target)])
@@ -220,7 +219,7 @@ def _first_passing(card, trial, side, ladder, tmp, ref, gallery, results, precis
         log(f"int8: {side} graph, {how}")
         build()
         trial.write(tmp)
-        got = _Vectors.of(_load(tmp), gallery).parity(ref, side)
+        got = _Vectors.of(_load(tmp), gallery, side).parity(ref, side)
         results[f"{side}-int8"] = got
         if got.passes(parity.INT8_MIN_COSINE, parity.INT8_MIN_TOP10_OVERLAP):
             precision[side] = "int8"
@@ -239,13 +238,15 @@ class _Vectors:
     """A model's vectors for the gallery images and the query texts."""
 
     images: np.ndarray | None
-    texts: np.ndarray
+    texts: np.ndarray | None
 
     @classmethod
-    def of(cls, encoder, gallery) -> _Vectors:
-        texts = encoder.embed_texts([*PROBE_TEXTS, *gallery.captions])
-        images = None
-        if "image" in encoder.modalities:
+    def of(cls, encoder, gallery, side: str | None = None) -> _Vectors:
+        """Both sides, or only `side` (an int8 trial changes one; the other stays None)."""
+        texts = images = None
+        if side in (None, "text"):
+            texts = encoder.embed_texts([*PROBE_TEXTS, *gallery.captions])
+        if side in (None, "image") and "image" in encoder.modalities:
             images = encoder.embed_images(gallery.images)
         return cls(images, texts)
 
@@ -300,20 +301,17 @@ def _load_reference(model: str):
 
 
 def _pixels(spec, paths) -> np.ndarray:
+    """The pixels the runtime's transform makes of `paths`: what export traces with."""
     from xmodal.images import load_image
-    from xmodal.models.export.graphs import probe_pixels
+    from xmodal.models.exported.encoder import image_batcher
 
-    return probe_pixels(spec, [load_image(p, min_side=None) for p in paths])
+    size = None if spec.full_decode else spec.size  # decoded as the runtime will
+    return image_batcher(spec)([load_image(p, min_side=size) for p in paths])
 
 
-def _calibration_batches(spec, paths, probe_pixels, batch: int = 8) -> list[np.ndarray]:
-    from xmodal.images import load_image
-
-    images = [load_image(p, min_side=spec.size) for p in paths]
+def _calibration_batches(spec, paths, batch: int = 8) -> list[np.ndarray]:
     # Whole batches only: some calibrators stack them and need one shape.
-    return [
-        probe_pixels(spec, images[i : i + batch]) for i in range(0, len(images) - batch + 1, batch)
-    ]
+    return [_pixels(spec, paths[i : i + batch]) for i in range(0, len(paths) - batch + 1, batch)]
 
 
 def _torch_tensor(array: np.ndarray):

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from xmodal.errors import ModelLoadError
 from xmodal.models.exported.card import ImageSpec, TowerSpec
@@ -314,10 +313,3 @@ def _batcher_spec(encoder) -> ImageSpec:
     if args is None:
         raise ModelLoadError(f"{encoder.name}: its image transform cannot be described for export")
     return ImageSpec(graph="image.onnx", **args)
-
-
-def probe_pixels(spec: ImageSpec, images: list[Image.Image]) -> np.ndarray:
-    """The pixels `spec` makes of `images`: what export traces and checks with."""
-    from xmodal.models.exported.encoder import image_batcher
-
-    return image_batcher(spec)(images)

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from xmodal.errors import ModelLoadError
-from xmodal.models.registry import ONNX_CARD
+from xmodal.models.registry import ONNX_CARD, check_card
 
 CARD = ONNX_CARD
 FORMAT = "xmodal-onnx-model"
@@ -94,14 +94,7 @@ def read_card(folder: str | Path) -> OnnxCard:
         ) from e
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelLoadError(f"cannot read the ONNX model card {path}: {e}") from e
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ModelLoadError(f"{path} is not an xmodal ONNX model card (format {FORMAT!r})")
-    version = raw.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelLoadError(
-            f"{path} is format version {version}; this xmodal reads versions up to "
-            f"{FORMAT_VERSION}: upgrade xmodal"
-        )
+    check_card(raw, path, FORMAT, FORMAT_VERSION, "ONNX model card")
     try:
         image = raw.get("image")
         towers = tuple(TowerSpec(**t) for t in raw["towers"])

@@ -7,7 +7,6 @@ text-only process never loads the image graph.
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -65,17 +64,12 @@ class OnnxEncoder(Encoder):
         )
         if sum(t.dim for t in card.towers) not in (0, card.dim):
             raise ModelLoadError(f"{self.folder}: its text towers do not add up to {card.dim}-d")
-        self._lock = threading.Lock()
         if card.image is not None:
             spec = card.image
             self.transform = ImageTransform(
                 spec.size, spec.mean, spec.std, full_decode=spec.full_decode
             )
             self._pixels = image_batcher(spec)
-
-    @property
-    def precision(self) -> str:
-        return self.card.precision
 
     # -- images -------------------------------------------------------------------------------
 
