@@ -4,9 +4,7 @@ Paths are stored as bytes (os.fsencode), so names that are not valid UTF-8 round
 float32 BLOBs: the ANN index is rebuilt from them bit for bit, so a rebuilt index answers exactly
 as the one it replaces (float16 would halve ~1.5 KB per 384-d image but shift scores by ~1e-3,
 enough to reorder near ties and move items across a near-duplicate threshold).
-
-The schema is versioned with `PRAGMA user_version`; MIGRATIONS[i] takes a database from version i
-to i + 1 in one transaction. Append new migrations; never edit a released one.
+The schema and its migrations are in catalog_schema.py.
 """
 
 from __future__ import annotations
@@ -22,63 +20,27 @@ from typing import Any
 
 import numpy as np
 
+from xmodal import fulltext
+from xmodal.catalog_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from xmodal.errors import CatalogError
 from xmodal.filters import Filter, parse_filter
+from xmodal.itemtext import ItemText, filename_words
 
-MIGRATIONS: list[str] = [
-    # 1: what an indexed file needs.
-    """
-    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    INSERT INTO meta (key, value) VALUES ('generation', '0');
-    CREATE TABLE roots (path BLOB PRIMARY KEY);
-    CREATE TABLE files (
-        -- AUTOINCREMENT: an id is never reused, so an id in a stale ANN index can never point
-        -- at another file's row.
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        path BLOB NOT NULL UNIQUE,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        hash BLOB NOT NULL,
-        width INTEGER NOT NULL,
-        height INTEGER NOT NULL
-    );
-    CREATE INDEX files_by_hash ON files (hash);
-    -- Apart from files, so listing files never reads vector pages.
-    CREATE TABLE vectors (
-        id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
-        vector BLOB NOT NULL
-    );
-    """,
-    # 2: sidecar captions, user metadata, and bad files remembered so they are not retried.
-    """
-    ALTER TABLE files ADD COLUMN caption TEXT;
-    ALTER TABLE files ADD COLUMN metadata TEXT NOT NULL DEFAULT '{}';
-    CREATE TABLE skipped (
-        path BLOB PRIMARY KEY,
-        size INTEGER NOT NULL,
-        mtime_ns INTEGER NOT NULL,
-        reason TEXT NOT NULL
-    );
-    """,
-    # 3: range filters on the built-in fields answer from an index, not a scan (path prefixes
-    # already have the UNIQUE index).
-    """
-    CREATE INDEX files_by_size ON files (size);
-    CREATE INDEX files_by_width ON files (width);
-    CREATE INDEX files_by_height ON files (height);
-    CREATE INDEX files_by_mtime ON files (mtime_ns);
-    """,
-]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "FileRow", "Item", "migrate"]
+
 # Allowed-id sets kept per filter until the catalog changes (metadata keys have no index, so a
 # repeated filtered query would otherwise rescan every row's JSON).
 _FILTER_CACHE_ENTRIES = 32
 _FILTER_CACHE_IDS = 4_000_000  # 32 MB of int64 ids at most, whatever the collection's size
-SCHEMA_VERSION = len(MIGRATIONS)
+
+
+IMAGE_KIND = "image"
+TEXT_KIND = "text"
 
 
 @dataclass(frozen=True)
 class Item:
-    """One indexed image as the Python API, CLI and server show it."""
+    """One indexed file (an image, or a text item) as the Python API, CLI and server show it."""
 
     id: int
     path: str  # os.fsdecode of the stored bytes: opens the file even when not valid UTF-8
@@ -88,6 +50,7 @@ class Item:
     height: int
     caption: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    kind: str = IMAGE_KIND
 
 
 @dataclass(frozen=True)
@@ -100,7 +63,11 @@ class FileRow:
     hash: bytes
     width: int
     height: int
-    caption: str | None = None
+    caption: str | None = None  # from sidecar files
+    embedded: str = ""  # descriptions embedded in the file (EXIF, XMP, IPTC, PNG text)
+    caption_stamp: str = ""  # the sidecars' sizes and mtimes (xmodal.itemtext.sidecar_stamp)
+    kind: str = IMAGE_KIND
+    body: str = ""  # a text item's content
 
 
 @dataclass(frozen=True)
@@ -267,30 +234,151 @@ class Catalog:
         return item_id
 
     def insert_copy(self, row: FileRow, source_id: int) -> int:
-        """A new file whose bytes equal an indexed one's: it shares that file's vector."""
+        """A new file whose bytes equal an indexed one's: it shares that file's vector and the
+        words printed on it."""
         item_id = self._insert_row(row)
         self._write(
             "INSERT INTO vectors (id, vector) SELECT ?, vector FROM vectors WHERE id = ?",
             (item_id, source_id),
             vectors_change=True,
         )
+        self._write(
+            "UPDATE texts SET (ocr, ocr_done) = (SELECT ocr, ocr_done FROM texts WHERE id = ?)"
+            " WHERE id = ?",
+            (source_id, item_id),
+        )
         return item_id
 
     def _insert_row(self, row: FileRow) -> int:
         self._write("DELETE FROM skipped WHERE path = ?", (row.path,))
         cursor = self._write(
-            "INSERT INTO files (path, size, mtime_ns, hash, width, height, caption)"
+            "INSERT INTO files (path, size, mtime_ns, hash, width, height, kind)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row.path, row.size, row.mtime_ns, row.hash, row.width, row.height, row.caption),
+            (row.path, row.size, row.mtime_ns, row.hash, row.width, row.height, row.kind),
         )
-        return int(cursor.lastrowid)
+        item_id = int(cursor.lastrowid)
+        self._write(
+            "INSERT INTO texts (id, caption, embedded, filename, body, caption_stamp)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                item_id,
+                row.caption or "",
+                row.embedded,
+                filename_words(row.path),
+                row.body,
+                row.caption_stamp,
+            ),
+        )
+        return item_id
 
-    def move_file(self, item_id: int, path: bytes, size: int, mtime_ns: int) -> None:
+    def move_file(
+        self,
+        item_id: int,
+        path: bytes,
+        size: int,
+        mtime_ns: int,
+        caption: str | None = None,
+        caption_stamp: str = "",
+    ) -> None:
+        """A file moved or renamed: same bytes and vector; its name and sidecars are new."""
         self._write("DELETE FROM skipped WHERE path = ?", (path,))
         self._write(
             "UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
             (path, size, mtime_ns, item_id),
         )
+        self._write(
+            "UPDATE texts SET filename = ?, caption = ?, caption_stamp = ? WHERE id = ?",
+            (filename_words(path), caption or "", caption_stamp, item_id),
+        )
+
+    def set_caption(self, item_id: int, caption: str | None, caption_stamp: str) -> None:
+        """A sidecar edited, added or removed beside an unchanged file."""
+        self._write(
+            "UPDATE texts SET caption = ?, caption_stamp = ? WHERE id = ?",
+            (caption or "", caption_stamp, item_id),
+        )
+
+    def caption_stamps(self) -> dict[int, str]:
+        return dict(self._db.execute("SELECT id, caption_stamp FROM texts"))
+
+    # -- text: OCR, full-text search -----------------------------------------------------------
+
+    def set_ocr(self, results: Iterable[tuple[int, str]]) -> None:
+        """Words read from images (empty: read, none found); every copy of the bytes too."""
+        self._write(
+            "UPDATE texts SET ocr = ?2, ocr_done = 1 WHERE id IN (SELECT id FROM files WHERE"
+            " hash = (SELECT hash FROM files WHERE id = ?1))",
+            [(int(i), text) for i, text in results],
+            many=True,
+        )
+
+    def ids_without_ocr(self) -> list[int]:
+        """Images not yet read for printed words, one per distinct content."""
+        rows = self._db.execute(
+            "SELECT min(f.id) FROM files f JOIN texts t ON t.id = f.id"
+            " WHERE f.kind = ? AND t.ocr_done = 0 GROUP BY f.hash ORDER BY 1",
+            (IMAGE_KIND,),
+        )
+        return [r[0] for r in rows]
+
+    def texts(self, ids: Iterable[int]) -> dict[int, ItemText]:
+        cols = ", ".join(fulltext.COLUMNS)
+        rows = self._select_in(f"SELECT id, {cols} FROM texts WHERE id IN", ids)
+        return {r[0]: ItemText(*r[1:]) for r in rows}
+
+    def has_text(self) -> bool:
+        """Whether any item has text beyond its file name (hybrid search is worth running)."""
+        row = self._db.execute(
+            "SELECT 1 FROM texts WHERE caption != '' OR embedded != '' OR ocr != ''"
+            " OR body != '' LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    def match_text(
+        self, query: str, limit: int, where: Filter | None = None, include_flagged: bool = True
+    ) -> list[tuple[int, float]]:
+        """(id, score) of items whose text matches `query`, best first (xmodal.fulltext)."""
+        parts, args = [], []
+        if where is not None:
+            clause, more = where.sql()
+            parts.append(f"rowid IN (SELECT id FROM files WHERE {clause})")
+            args += more
+        if not include_flagged:
+            parts.append("rowid NOT IN (SELECT id FROM verdicts WHERE flagged != '[]')")
+        try:
+            return fulltext.match(self._db, query, limit, " AND ".join(parts), tuple(args))
+        except sqlite3.OperationalError as e:
+            raise CatalogError(f"{self.path}: full-text search failed ({e})") from e
+
+    # -- moderation verdicts ------------------------------------------------------------------
+
+    def set_verdicts(self, verdicts: Iterable[tuple[int, str, list[str], dict[str, float]]]):
+        """(id, policy fingerprint, flagged categories, scores) per item."""
+        self._write(
+            "INSERT OR REPLACE INTO verdicts (id, policy, flagged, scores) VALUES (?, ?, ?, ?)",
+            [(int(i), p, json.dumps(f), json.dumps(s)) for i, p, f, s in verdicts],
+            many=True,
+        )
+
+    def ids_without_verdict(self, policy: str) -> list[int]:
+        """Images never judged, or judged under another policy or model."""
+        rows = self._db.execute(
+            "SELECT f.id FROM files f LEFT JOIN verdicts v ON v.id = f.id"
+            " WHERE f.kind = ? AND (v.id IS NULL OR v.policy != ?) ORDER BY f.id",
+            (IMAGE_KIND, policy),
+        )
+        return [r[0] for r in rows]
+
+    def verdict(self, item_id: int) -> tuple[list[str], dict[str, float]] | None:
+        row = self._db.execute(
+            "SELECT flagged, scores FROM verdicts WHERE id = ?", (item_id,)
+        ).fetchone()
+        return None if row is None else (json.loads(row[0]), json.loads(row[1]))
+
+    def flagged_ids(self) -> np.ndarray:
+        """Ids of the items a stored verdict flagged, sorted."""
+        rows = self._db.execute("SELECT id FROM verdicts WHERE flagged != '[]' ORDER BY id")
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def touch_file(self, item_id: int, size: int, mtime_ns: int) -> None:
         """Same bytes, new mtime (a `touch`, a copy over itself): remember it, keep the rest."""
@@ -391,13 +479,13 @@ class Catalog:
 
     def _item_where(self, condition: str, value: Any) -> Item | None:
         row = self._db.execute(
-            "SELECT id, path, size, mtime_ns, width, height, caption, metadata FROM files"
-            f" WHERE {condition}",
+            "SELECT f.id, path, size, mtime_ns, width, height, t.caption, metadata, kind"
+            f" FROM files f LEFT JOIN texts t ON t.id = f.id WHERE f.{condition}",
             (value,),
         ).fetchone()
         if row is None:
             return None
-        item_id, path, size, mtime_ns, width, height, caption, metadata = row
+        item_id, path, size, mtime_ns, width, height, caption, metadata, kind = row
         return Item(
             item_id,
             os.fsdecode(path),
@@ -405,8 +493,9 @@ class Catalog:
             mtime_ns / 1e9,
             width,
             height,
-            caption,
+            caption or None,
             json.loads(metadata),
+            kind,
         )
 
     def _select_in(self, sql: str, ids: Iterable[int]) -> list[tuple]:
@@ -418,28 +507,3 @@ class Catalog:
             marks = ",".join("?" * len(chunk))
             rows.extend(self._db.execute(f"{sql} ({marks})", chunk).fetchall())
         return rows
-
-
-def migrate(db: sqlite3.Connection) -> None:
-    """Bring a database to SCHEMA_VERSION, one migration per transaction."""
-    while True:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise CatalogError(
-                f"catalog schema version {version} is newer than this xmodal understands "
-                f"({SCHEMA_VERSION}): upgrade xmodal"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        script = MIGRATIONS[version]
-        try:
-            # executescript commits any open transaction first, so BEGIN/COMMIT go inside it.
-            db.executescript(
-                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {version + 1}; COMMIT;"
-            )
-        except sqlite3.OperationalError:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            # Another process may have applied this migration while we waited for the lock.
-            if db.execute("PRAGMA user_version").fetchone()[0] == version:
-                raise

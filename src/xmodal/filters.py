@@ -11,6 +11,7 @@ JSON form (the Python API and the server): an object whose keys must all hold.
                                                    means that whole day
     {"path": {"prefix": "/photos/2024/"}}          path prefix (or a list: any of them); a plain
                                                    string is the exact path
+    {"type": "text"}                               the item's kind: image, or text (a .txt/.md)
     {"metadata.size": 3}                           a metadata key named like a built-in field
 Operators: "=", "<", "<=", ">", ">=", and "prefix" on path.
 
@@ -40,7 +41,9 @@ BUILTIN = {
     "height": "height",
     "mtime": "mtime_ns",
     "path": "path",
+    "type": "kind",  # image or text
 }
+ITEM_TYPES = ("image", "text")
 COMPARISONS = ("=", "<", "<=", ">", ">=")
 METADATA_PREFIX = "metadata."
 _CLI_TERM = re.compile(r"^(?P<key>[^<>=^]+?)\s*(?P<op>>=|<=|\^=|=|<|>)\s*(?P<value>.*)$", re.S)
@@ -171,6 +174,10 @@ def _comparison(key: str, column: str | None, op: str, value: Any) -> list[Condi
                 'filter "path": give a path, or {"prefix": "/folder/"} (CLI: path^=/folder/)'
             )
         return [Condition(key, column, op, os.fsencode(value))]
+    if key == "type":
+        if op != "=" or value not in ITEM_TYPES:
+            raise InvalidInputError(f'filter "type": use type={" or type=".join(ITEM_TYPES)}')
+        return [Condition(key, column, op, value)]
     if key == "mtime":
         if isinstance(value, str) and _DATE_ONLY.match(value.strip()) and op == "=":
             start = _mtime_ns(value, key)

@@ -1,4 +1,6 @@
-"""Walking folders for image files: one stat per image, safe with symlink loops and odd names.
+"""Walking folders for image (and text) files: one stat per file, safe with symlink loops and
+odd names. Sidecar captions (NAME.txt, NAME.jpg.json ... beside NAME.jpg) are not items: their
+sizes and mtimes become the image's `sidecars` stamp, so an edited caption is noticed.
 
 Everything here works on bytes paths (os.fsencode), so a file name that is not valid UTF-8 is
 found, stored and opened like any other; `display_path` makes one printable.
@@ -12,8 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from xmodal.images import IMAGE_EXTENSIONS
+from xmodal.itemtext import SIDECAR_EXTENSIONS, sidecar_candidates
 
 PathLike = str | bytes | os.PathLike
+_IMAGE_EXTS = frozenset(e.encode() for e in IMAGE_EXTENSIONS)
+_SIDECAR_EXTS = frozenset(e.encode() for e in SIDECAR_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class FoundFile:
     path: bytes  # absolute, as reached from its root (symlinks not resolved)
     size: int
     mtime_ns: int
+    sidecars: str = ""  # "name:size:mtime_ns" of each sidecar caption file beside it
 
 
 @dataclass
@@ -65,10 +71,10 @@ def scan(
     visited: set[tuple[int, int]] = set()
     folders: list[bytes] = []
 
-    def add_file(path: bytes, st: os.stat_result) -> None:
+    def add_file(path: bytes, st: os.stat_result, sidecars: str) -> None:
         if (st.st_dev, st.st_ino) not in visited:
             visited.add((st.st_dev, st.st_ino))
-            result.files.append(FoundFile(path, st.st_size, st.st_mtime_ns))
+            result.files.append(FoundFile(path, st.st_size, st.st_mtime_ns, sidecars))
 
     def enter_folder(path: bytes, st: os.stat_result) -> None:
         if (st.st_dev, st.st_ino) not in visited:
@@ -85,7 +91,9 @@ def scan(
         if stat.S_ISDIR(st.st_mode):
             enter_folder(root, st)
         elif stat.S_ISREG(st.st_mode):
-            add_file(root, st)  # a file named directly is taken whatever its extension
+            # A file named directly is taken whatever its extension.
+            parent, name = os.path.split(root)
+            add_file(root, st, _stamp(name, lambda n, p=parent: _stat(os.path.join(p, n))))
 
     while folders:
         folder = folders.pop()
@@ -96,6 +104,12 @@ def scan(
             result.unlisted.append(folder)
             result.problems.append((folder, f"cannot list folder: {_reason(e)}"))
             continue
+        # Sidecar candidates of this folder, stat'ed only when an image here claims one.
+        beside = {
+            e.name: e for e in entries if os.path.splitext(e.name)[1].lower() in _SIDECAR_EXTS
+        }
+        claimed: set[bytes] = set()
+        here: list[tuple[bytes, bytes, os.stat_result]] = []
         for entry in entries:
             is_image = os.path.splitext(entry.name)[1].lower() in wanted
             try:
@@ -117,9 +131,45 @@ def scan(
             if stat.S_ISDIR(st.st_mode):
                 enter_folder(entry.path, st)
             elif stat.S_ISREG(st.st_mode) and is_image:
-                add_file(entry.path, st)
+                here.append((entry.name, entry.path, st))
+        for name, _, _ in here:
+            if os.path.splitext(name)[1].lower() in _IMAGE_EXTS:
+                claimed.update(n for n in sidecar_candidates(name) if n in beside)
+        for name, path, st in here:
+            if name in claimed:
+                continue  # a caption of an image beside it, not an item of its own
+            sidecars = ""
+            if os.path.splitext(name)[1].lower() in _IMAGE_EXTS:
+                sidecars = _stamp(name, lambda n, b=beside: _entry_stat(b.get(n)))
+            add_file(path, st, sidecars)
     result.files.sort(key=lambda f: f.path)
     return result
+
+
+def _stamp(name: bytes, stat_of) -> str:
+    """The sizes and mtimes of `name`'s sidecar files that exist ('' if none)."""
+    parts = []
+    for candidate in sidecar_candidates(name):
+        st = stat_of(candidate)
+        if st is not None and stat.S_ISREG(st.st_mode):
+            parts.append(f"{os.fsdecode(candidate)}:{st.st_size}:{st.st_mtime_ns}")
+    return ";".join(parts)
+
+
+def _stat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _entry_stat(entry: os.DirEntry | None) -> os.stat_result | None:
+    if entry is None:
+        return None
+    try:
+        return entry.stat()
+    except OSError:
+        return None
 
 
 def _reason(error: OSError) -> str:

@@ -67,6 +67,23 @@ def _index_spec(ctx, param, value: str | None) -> str | None:
     is_flag=True,
     help="when another process is writing the collection, wait for it instead of exiting 75",
 )
+@click.option(
+    "--ocr",
+    is_flag=True,
+    help="also read the words printed on images (once per image; searchable by text)",
+)
+@click.option(
+    "--moderate",
+    is_flag=True,
+    help="also judge images against moderation categories; flagged ones are hidden from "
+    "searches unless --include-flagged",
+)
+@click.option(
+    "--categories",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="with --moderate: a category file (TOML/YAML); default: the built-in categories",
+)
 @batch_option
 @engine_options
 def index_cmd(
@@ -78,11 +95,17 @@ def index_cmd(
     max_memory,
     follow_symlinks,
     wait,
+    ocr,
+    moderate,
+    categories,
     batch_size,
     engine,
 ):
-    """Index images under PATHS (folders or files); re-runs embed only what changed.
+    """Index images and text files (.txt, .md) under PATHS (folders or files); re-runs
+    embed only what changed.
 
+    Captions come with them: sidecar files (NAME.txt, NAME.json beside NAME.jpg), descriptions
+    embedded in the image (EXIF, XMP, IPTC) and the file name; --ocr adds printed words.
     With no PATHS, the folders indexed before are scanned again. One process indexes a
     collection at a time: another one exits with code 75, or waits its turn with --wait.
     """
@@ -100,7 +123,14 @@ def index_cmd(
         except XmodalError as e:
             raise click.BadParameter(str(e), param_hint="--milvus-uri") from None
 
+    if categories and not moderate:
+        raise click.UsageError("--categories goes with --moderate")
     with Collection.open(db, model_name) as collection:
+        moderator = None
+        if moderate:
+            from xmodal.moderation import Moderator, load_policy
+
+            moderator = Moderator(collection.encoder, load_policy(categories))
         report = collection.index(
             list(paths),
             progress=True,
@@ -111,6 +141,8 @@ def index_cmd(
             wait=wait,
             on_wait=on_wait,
             reader=engine and engine.reader(collection.model_name, batch_size),
+            ocr=ocr,
+            moderation=moderator,
         )
         for path, reason in report.skipped:
             warn(f"skipping {display_path(path)}: {reason}")
@@ -121,6 +153,12 @@ def index_cmd(
             f"{collection.db_path} ({report.seconds:.1f} s, "
             f"{report.images_per_second:.1f} images/s)"
         )
+        if report.recaptioned:
+            click.echo(f"{report.recaptioned} caption(s) read again from edited sidecar files")
+        if ocr:
+            click.echo(f"read printed words on {report.ocr_read} new image(s)")
+        if moderate:
+            click.echo(f"judged {report.moderated} image(s) against moderation categories")
 
 
 def _query_terms(query, images, negatives, negative_images):
@@ -139,11 +177,29 @@ def _query_terms(query, images, negatives, negative_images):
     return terms
 
 
-def _hits_json(query: str, hits) -> str:
+def _hit_record(hit) -> dict:
     from xmodal.scan import display_path
 
-    results = [{"id": h.id, "path": display_path(h.path), "score": round(h.score, 6)} for h in hits]
+    record = {"id": hit.id, "path": display_path(hit.path), "score": round(hit.score, 6)}
+    for name in ("vector_score", "text_score"):
+        value = getattr(hit, name)
+        if value is not None:
+            record[name] = round(value, 6)
+    return record
+
+
+def _hits_json(query: str, hits) -> str:
+    results = [_hit_record(h) for h in hits]
     return json.dumps({"query": query, "results": results}, ensure_ascii=False)
+
+
+def _fusion(ctx, param, value: str | None):
+    from xmodal.engine.hybrid import parse_fusion
+
+    try:
+        return parse_fusion(value)
+    except XmodalError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def _parse_where(terms: Sequence[str]):
@@ -176,12 +232,48 @@ def _parse_where(terms: Sequence[str]):
     default=None,
     help="one text query per line; prints JSON Lines in order",
 )
+@click.option(
+    "--mode",
+    type=click.Choice(["vector", "text", "hybrid"]),
+    default=None,
+    help="vector similarity, full text (captions, embedded descriptions, OCR, file names, text "
+    "items), or both fused. Default: hybrid when the collection has text, else vector",
+)
+@click.option(
+    "--fusion",
+    default=None,
+    callback=_fusion,
+    help="how hybrid mode fuses: rrf (reciprocal rank, default), rrf:k=60,text=1,vector=1, or "
+    "weighted:text=0.3,vector=0.7 (cosine plus normalised text score)",
+)
+@click.option(
+    "--type",
+    "item_type",
+    type=click.Choice(["image", "text"]),
+    default=None,
+    help="only items of this type",
+)
+@click.option("--include-flagged", is_flag=True, help="also show items that moderation flagged")
 @click.option("--json", "as_json", is_flag=True)
 @db_option
 @model_option
 @device_option(expose=False)
 def search_cmd(
-    query, images, negatives, negative_images, k, threshold, where, queries, as_json, db, model_name
+    query,
+    images,
+    negatives,
+    negative_images,
+    k,
+    threshold,
+    where,
+    queries,
+    mode,
+    fusion,
+    item_type,
+    include_flagged,
+    as_json,
+    db,
+    model_name,
 ) -> None:
     """Search the collection with a text QUERY, images, or a weighted mix of both.
 
@@ -189,28 +281,45 @@ def search_cmd(
 
     Filters: xmodal search "sunset" --where album=trip --where "size>100000"
     --where "mtime>=2024-01-01" --where path^=/photos/2024/
+
+    A text QUERY also matches the items' own text (hybrid search), so words printed on an
+    image or written in its caption find it: xmodal search "KA 01 AB" --mode text
     """
     from xmodal.engine.collection import Collection
-    from xmodal.engine.query import query_vector
+    from xmodal.engine.query import query_vector, split_weight
     from xmodal.scan import display_path
 
-    filters = _parse_where(where)
+    terms_where = list(where) + ([f"type={item_type}"] if item_type else [])
+    filters = _parse_where(terms_where)
+    options = dict(
+        mode=mode,
+        threshold=threshold,
+        where=filters,
+        include_flagged=include_flagged,
+        fusion=fusion,
+    )
     with Collection.open(db, model_name, create=False) as collection:
         if queries is not None:
             texts = [line.strip() for line in queries if line.strip()]
-            vectors = collection.encoder.embed_texts(texts) if texts else []
-            all_hits = collection.search_vectors(vectors, k, threshold, filters) if texts else []
-            for text, hits in zip(texts, all_hits):
+            vectors = collection.encoder.embed_texts(texts) if texts and mode != "text" else None
+            for i, text in enumerate(texts):
+                vector = None if vectors is None else vectors[i]
+                hits = collection.search(text, k, vector=vector, **options)
                 click.echo(_hits_json(text, hits))
             return
         terms = _query_terms(query, images, negatives, negative_images)
         if not terms:
             raise click.UsageError("give a text QUERY, --image, or --queries FILE")
+        if mode == "text" and (not query or len(terms) > 1):
+            raise click.UsageError("--mode text takes a text QUERY alone (no images, no --not)")
         if collection.count() == 0:
             hits = []
+        elif query:
+            vector = None if mode == "text" else query_vector(collection.encoder, terms)
+            hits = collection.search(split_weight(query)[0], k, vector=vector, **options)
         else:
             vector = query_vector(collection.encoder, terms)
-            hits = collection.search_vectors(vector, k, threshold, filters)[0]
+            hits = collection.search_vectors(vector, k, threshold, filters, include_flagged)[0]
         label = query or " ".join(t.describe() for t in terms)
         if as_json:
             click.echo(_hits_json(label, hits))

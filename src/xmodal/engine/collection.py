@@ -28,9 +28,10 @@ import numpy as np
 from xmodal.catalog import Catalog, FileRow, Item
 from xmodal.config import get_settings
 from xmodal.engine.ann import AnnState
-from xmodal.engine.dedup import DuplicateGroup, SearchHit, near_duplicates
-from xmodal.engine.indexer import Indexer, IndexReport, Reader, sidecar_caption
+from xmodal.engine.dedup import DuplicateGroup, SearchHit
+from xmodal.engine.indexer import Indexer, IndexReport, Reader
 from xmodal.engine.lock import WriterLock
+from xmodal.engine.searching import Searching
 from xmodal.engine.threads import indexing_plan, query_plan
 from xmodal.errors import (
     CatalogError,
@@ -39,13 +40,14 @@ from xmodal.errors import (
     InvalidInputError,
     ModelMismatchError,
 )
-from xmodal.filters import Filter
-from xmodal.images import ImageSource, decode_image
+from xmodal.images import IMAGE_EXTENSIONS, decode_image
 from xmodal.index import choose_kind, parse_index_spec
+from xmodal.itemtext import TEXT_EXTENSIONS, ItemText, embedded_text, sidecar_texts
 from xmodal.models.base import Encoder
 from xmodal.models.registry import canonical_name
 from xmodal.scan import display_path, is_under, scan, to_bytes
 
+INDEXED_EXTENSIONS = IMAGE_EXTENSIONS | TEXT_EXTENSIONS
 CATALOG_FILE = "catalog.sqlite"
 INDEX_FILE = "vectors.index"
 # Temp files of an index save killed midway; younger ones may belong to a save in progress.
@@ -82,7 +84,7 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("xmodal")) / "default"
 
 
-class Collection:
+class Collection(Searching):
     """Images indexed with one model, searchable by text, image or vector.
 
     Not thread-safe: a server calls it from one thread at a time (prepare_file() and
@@ -201,6 +203,8 @@ class Collection:
         wait: bool = False,
         on_wait: Callable[[], None] | None = None,
         reader: Reader | None = None,
+        ocr: bool = False,
+        moderation: Any = None,
     ) -> IndexReport:
         """Bring the collection in step with the image files under `paths` (folders walked,
         files taken as they are; none: every folder indexed before).
@@ -217,6 +221,11 @@ class Collection:
 
         reader: reads and embeds the changed files instead of this process's worker threads
         (xmodal.distributed.ray_encode); the catalog decides what changed either way.
+
+        Plain text files (.txt, .md; not the sidecar captions of images) become text items.
+        ocr: also read the words printed on images not read before (xmodal.ocr).
+        moderation: a Moderator (xmodal.moderation): judge images not judged under its policy;
+        flagged ones are then left out of searches unless include_flagged is asked for.
         """
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise InvalidInputError("index takes a list of paths, not one path")
@@ -224,9 +233,22 @@ class Collection:
         if size < 1:
             raise InvalidInputError(f"batch size must be at least 1, got {size}")
         with self._lock.hold(wait=wait, on_wait=on_wait):
-            return self._index_locked(
+            report = self._index_locked(
                 paths, progress, follow_symlinks, index_kind, max_memory_bytes, size, reader
             )
+            if ocr or moderation is not None:
+                from xmodal.engine import enrich
+
+                workers = indexing_plan().decode_workers
+                if ocr:
+                    report.ocr_read = enrich.read_printed_words(
+                        self._catalog, workers=workers, progress=progress
+                    )
+                if moderation is not None:
+                    report.moderated = enrich.judge(
+                        self._catalog, moderation, workers=workers, progress=progress
+                    )
+            return report
 
     def _index_locked(
         self, paths, progress, follow_symlinks, index_kind, max_memory_bytes, size, reader
@@ -236,7 +258,7 @@ class Collection:
         started = time.perf_counter()
         self._ann.refresh()
         roots = [to_bytes(p) for p in paths] or self._catalog.roots()
-        found = scan(roots, follow_symlinks=follow_symlinks)
+        found = scan(roots, follow_symlinks=follow_symlinks, extensions=INDEXED_EXTENSIONS)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)
         plan = indexing_plan()
@@ -310,6 +332,7 @@ class Collection:
             decoded = decode_image(data, max_pixels=max_pixels, min_side=self.encoder.decode_size)
         except ImageLoadError as e:
             raise type(e)(shown, e.reason) from None
+        sidecars = scan([path_bytes]).files
         row = FileRow(
             path_bytes,
             st.st_size,
@@ -317,7 +340,9 @@ class Collection:
             hashlib.blake2b(data, digest_size=16).digest(),
             decoded.width,
             decoded.height,
-            sidecar_caption(path_bytes),
+            sidecar_texts(path_bytes),
+            embedded_text(data),
+            sidecars[0].sidecars if sidecars else "",
         )
         return PreparedFile(row, self.encoder.prepare_image(decoded.image))
 
@@ -426,66 +451,21 @@ class Collection:
         ids, vectors = self._catalog.vectors([item_id])
         return vectors[0] if len(ids) else None
 
-    def search_vectors(
-        self,
-        vectors: np.ndarray,
-        k: int = 10,
-        threshold: float | None = None,
-        where: Filter | dict[str, Any] | None = None,
-    ) -> list[list[SearchHit]]:
-        """The k best items for each query vector (L2-normalised, [n, dim] or [dim]), best
-        first; with a threshold, only those scoring at least that; with `where`, only items
-        matching it: metadata, size, width, height, mtime and path prefix (the language is in
-        xmodal.filters). A filter still returns k hits when k items match it."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        n = 1 if vectors.ndim == 1 else len(vectors)
-        allowed = None if not where else self._catalog.ids_where(where)
-        if self.count() == 0 or (allowed is not None and allowed.size == 0):
-            return [[] for _ in range(n)]
-        results = self._ann.current().search(vectors, k, filter=allowed)
-        paths = self._catalog.paths(np.concatenate([h.ids for h in results]))
-        # An id that another process deleted since the index was brought in step has no path:
-        # dropped, it was gone a moment later anyway.
-        return [
-            [
-                SearchHit(int(i), os.fsdecode(paths[int(i)]), float(s))
-                for i, s in zip(hits.ids, hits.scores)
-                if int(i) in paths and (threshold is None or s >= threshold)
-            ]
-            for hits in results
-        ]
+    def vectors_of(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, float32 [n, dim]) of the given items, by id."""
+        return self._catalog.vectors(ids)
 
-    def search_text(
-        self,
-        text: str,
-        k: int = 10,
-        threshold: float | None = None,
-        where: Filter | dict[str, Any] | None = None,
-    ) -> list[SearchHit]:
-        if self.count() == 0:
-            return []
-        return self.search_vectors(self.encoder.embed_texts([text]), k, threshold, where)[0]
+    def item_texts(self, ids: Iterable[int]) -> dict[int, ItemText]:
+        """The text that belongs to each item (captions, embedded descriptions, OCR, body)."""
+        return self._catalog.texts(ids)
 
-    def search_image(
-        self,
-        image: ImageSource,
-        k: int = 10,
-        threshold: float | None = None,
-        where: Filter | dict[str, Any] | None = None,
-    ) -> list[SearchHit]:
-        if self.count() == 0:
-            return []
-        return self.search_vectors(self.encoder.embed_images([image]), k, threshold, where)[0]
+    def has_text(self) -> bool:
+        """Whether any item has text beyond its file name: hybrid search is then the default."""
+        return self._catalog.has_text()
 
-    def near_duplicates(self, threshold: float = 0.95) -> list[DuplicateGroup]:
-        """Groups of items whose vectors score above threshold with the group's first item.
-
-        Each group's first item is its largest image; groups are disjoint, biggest first.
-        Uses the stored vectors and the index's range search; never loads the model.
-        """
-        if self.count() < 2:
-            return []
-        return near_duplicates(self._ann.current(), self._catalog, threshold)
+    def verdict(self, item_id: int) -> tuple[list[str], dict[str, float]] | None:
+        """(flagged categories, scores) of an item's stored moderation verdict, or None."""
+        return self._catalog.verdict(item_id)
 
     # -- lifetime -----------------------------------------------------------------------------
 

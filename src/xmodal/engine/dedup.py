@@ -18,7 +18,9 @@ _CHUNK = 4096
 class SearchHit:
     id: int
     path: str  # opens the file even when its name is not valid UTF-8 (see scan.display_path)
-    score: float
+    score: float  # the cosine; in hybrid search the fused score, with both parts beside it
+    vector_score: float | None = None  # hybrid search: the cosine
+    text_score: float | None = None  # hybrid and text search: the full-text score
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Container, Iterable, Iterator
@@ -26,16 +27,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xmodal.catalog import Catalog, FileRow, FileState
+from xmodal.catalog import IMAGE_KIND, TEXT_KIND, Catalog, FileRow, FileState
 from xmodal.engine.threads import blas_threads, model_batch
-from xmodal.errors import ImageLoadError
+from xmodal.errors import ImageLoadError, InvalidInputError
 from xmodal.images import decode_image
+from xmodal.itemtext import embedded_text, is_text_item, read_text_item, sidecar_texts
 from xmodal.models.base import Encoder
 from xmodal.scan import FoundFile, is_under
 
 # Moves, copies and skips need no model: commit them at least this often anyway.
 _MAX_PENDING_ACTIONS = 512
-_MAX_CAPTION_BYTES = 64 * 1024
 
 
 @dataclass
@@ -48,6 +49,9 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     seconds: float = 0.0
     embedded: int = 0  # images actually run through the model
+    recaptioned: int = 0  # unchanged files whose sidecar caption changed
+    ocr_read: int = 0  # images read for printed words (index --ocr)
+    moderated: int = 0  # images given a moderation verdict (index --moderate)
 
     @property
     def images_per_second(self) -> float:
@@ -64,6 +68,13 @@ class Embedded:
     vector: np.ndarray
 
 
+@dataclass(frozen=True)
+class TextBody:
+    """A text item's content, in place of image model input: the text tower embeds it."""
+
+    text: str
+
+
 @dataclass
 class FileRead:
     """One file read and hashed; what a reader given to Indexer yields per file."""
@@ -75,6 +86,9 @@ class FileRead:
     width: int = 0
     height: int = 0
     caption: str | None = None
+    embedded: str = ""  # descriptions embedded in the file (EXIF, XMP, IPTC, PNG text)
+    kind: str = IMAGE_KIND
+    body: str = ""  # a text item's content
 
 
 def read_file(
@@ -90,10 +104,18 @@ def read_file(
         return FileRead(found, error="permission denied")
     except OSError as e:
         return FileRead(found, error=f"cannot read file: {e.strerror or e}")
-    found = FoundFile(found.path, st.st_size, st.st_mtime_ns)
+    found = FoundFile(found.path, st.st_size, st.st_mtime_ns, found.sidecars)
     digest = hashlib.blake2b(data, digest_size=16).digest()
+    if is_text_item(found.path):
+        try:
+            body = read_text_item(data, found.path)
+        except InvalidInputError as e:
+            return FileRead(found, digest, error=str(e))
+        prepared = None if digest in known else TextBody(body)
+        return FileRead(found, digest, prepared=prepared, kind=TEXT_KIND, body=body)
+    caption, embedded = sidecar_texts(found.path), embedded_text(data)
     if digest in known:
-        return FileRead(found, digest, caption=sidecar_caption(found.path))
+        return FileRead(found, digest, caption=caption, embedded=embedded)
     try:
         # Reduced-size decode where the model allows; the catalog keeps the full size.
         decoded = decode_image(data, min_side=encoder().decode_size)
@@ -107,20 +129,9 @@ def read_file(
         prepared=encoder().prepare_image(decoded.image),  # resize + normalise in the worker
         width=decoded.width,
         height=decoded.height,
-        caption=sidecar_caption(found.path),
+        caption=caption,
+        embedded=embedded,
     )
-
-
-def sidecar_caption(path: bytes) -> str | None:
-    """Text of NAME.txt (or NAME.jpg.txt) beside NAME.jpg, if there is one."""
-    for candidate in (os.path.splitext(path)[0] + b".txt", path + b".txt"):
-        try:
-            with open(candidate, "rb") as f:
-                text = f.read(_MAX_CAPTION_BYTES).decode("utf-8", "replace").strip()
-        except OSError:
-            continue
-        return text or None
-    return None
 
 
 def _bounded_map(pool: ThreadPoolExecutor, fn, items: list, window: int) -> Iterator:
@@ -173,6 +184,7 @@ class Indexer:
         self.inserted: list[int] = []
         self.deleted: list[int] = []
         self._states = catalog.file_states()
+        self._stamps: dict[int, str] | None = None  # id -> sidecar stamp, read when first needed
         self._known = {s.hash: s.id for s in self._states.values()}  # hash -> an id holding it
         self._vanished: dict[bytes, list[int]] = {}  # hash -> ids whose paths left the scan
         self._actions: list[Callable[[], None]] = []
@@ -223,6 +235,7 @@ class Indexer:
             state = self._states.get(f.path)
             if state is not None and (state.size, state.mtime_ns) == (f.size, f.mtime_ns):
                 self.report.unchanged += 1
+                self._check_sidecars(state.id, f)
                 continue
             skip = skips.get(f.path)
             if skip is not None and (skip.size, skip.mtime_ns) == (f.size, f.mtime_ns):
@@ -230,6 +243,15 @@ class Indexer:
                 continue
             changed.append(f)
         return changed
+
+    def _check_sidecars(self, item_id: int, f: FoundFile) -> None:
+        """An unchanged file whose sidecar caption was added, edited or removed: read it again
+        (the vector stays)."""
+        if self._stamps is None:
+            self._stamps = self.catalog.caption_stamps()
+        if self._stamps.get(item_id, "") != f.sidecars:
+            self.report.recaptioned += 1
+            self._act(self.catalog.set_caption, item_id, sidecar_texts(f.path), f.sidecars)
 
     def _read_all(self, files: list[FoundFile]) -> None:
         bar = None
@@ -239,7 +261,12 @@ class Indexer:
             bar = tqdm(total=len(files), unit="image", desc="indexing")
         pool = None
         if self.reader is not None:
-            reads = self.reader(files, set(self._known))
+            # Text items are read here: a remote reader embeds images.
+            texts = [f for f in files if is_text_item(f.path)]
+            images = [f for f in files if not is_text_item(f.path)]
+            remote = self.reader(images, set(self._known)) if images else iter(())
+            local = (read_file(f, self._known, self.encoder) for f in texts)
+            reads = itertools.chain(local, remote)
         else:
             window = self.batch_size + 2 * self.workers
             pool = ThreadPoolExecutor(self.workers, thread_name_prefix="xmodal-read")
@@ -261,8 +288,8 @@ class Indexer:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
-            elif hasattr(reads, "close"):  # a generator reader releases what it holds now
-                reads.close()
+            elif hasattr(remote, "close"):  # a generator reader releases what it holds now
+                remote.close()
             if bar is not None:
                 bar.close()
 
@@ -295,7 +322,15 @@ class Indexer:
         if vanished:
             report.moved += 1
             report.removed += old is not None  # a file moved over another one
-            self._act(self.catalog.move_file, vanished.pop(), f.path, f.size, f.mtime_ns)
+            self._act(
+                self.catalog.move_file,
+                vanished.pop(),
+                f.path,
+                f.size,
+                f.mtime_ns,
+                read.caption,
+                f.sidecars,
+            )
             return
         if old is not None:
             report.updated += 1
@@ -339,9 +374,14 @@ class Indexer:
         """Vectors for the images waiting that have none yet."""
         reads, self._unembedded = self._unembedded, []
         # Vectors embedded elsewhere are taken as they are; the model loads only for the rest.
-        local = [r for r in reads if not isinstance(r.prepared, Embedded)]
-        vectors = self.encoder().embed_prepared([r.prepared for r in local]) if local else []
-        self._vectors.update((r.hash, v) for r, v in zip(local, vectors))
+        images = [r for r in reads if not isinstance(r.prepared, (Embedded, TextBody))]
+        texts = [r for r in reads if isinstance(r.prepared, TextBody)]
+        if images:
+            vectors = self.encoder().embed_prepared([r.prepared for r in images])
+            self._vectors.update((r.hash, v) for r, v in zip(images, vectors))
+        if texts:
+            vectors = self.encoder().embed_texts([r.prepared.text for r in texts])
+            self._vectors.update((r.hash, v) for r, v in zip(texts, vectors))
         self._vectors.update(
             (r.hash, r.prepared.vector) for r in reads if isinstance(r.prepared, Embedded)
         )
@@ -360,7 +400,19 @@ class Indexer:
 
     def _row(self, read: FileRead, width: int, height: int) -> FileRow:
         f = read.found
-        return FileRow(f.path, f.size, f.mtime_ns, read.hash, width, height, read.caption)
+        return FileRow(
+            f.path,
+            f.size,
+            f.mtime_ns,
+            read.hash,
+            width,
+            height,
+            read.caption,
+            read.embedded,
+            f.sidecars,
+            read.kind,
+            read.body,
+        )
 
     def _insert_embedded(self, read: FileRead) -> None:
         row = self._row(read, read.width, read.height)

@@ -29,7 +29,11 @@ class Similarity(BaseModel):
 class Hit(BaseModel):
     id: int
     path: str = Field(description="relative to the indexed folder that holds it")
-    score: float
+    score: float = Field(description="cosine; in hybrid mode the fused score")
+    vector_score: float | None = Field(None, description="hybrid mode: the cosine")
+    text_score: float | None = Field(None, description="hybrid and text modes: full-text score")
+    type: str = Field("image", description="image, or text (a .txt/.md item)")
+    text: str | None = Field(None, description="the item's caption, or a text item's start")
     thumbnail: str
     file: str
 
@@ -57,6 +61,9 @@ class ItemInfo(BaseModel):
     size: int = Field(description="bytes")
     caption: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    type: str = "image"
+    ocr: str | None = Field(None, description="words printed on the image (index --ocr)")
+    flagged: list[str] | None = Field(None, description="moderation: flagged categories")
     thumbnail: str
     file: str
 

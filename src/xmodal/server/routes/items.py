@@ -44,7 +44,14 @@ ItemId = Annotated[int, Path(ge=0, le=2**63 - 1)]
 
 
 async def item_out(service: Service, item: Item) -> ItemInfo:
-    (path,) = await service.locked(service.relative_paths, [item.path])
+    def read() -> tuple[str, str, list[str] | None]:
+        collection = service.collection
+        (path,) = service.relative_paths([item.path])
+        text = collection.item_texts([item.id]).get(item.id)
+        verdict = collection.verdict(item.id)
+        return path, text.ocr if text else "", verdict[0] if verdict else None
+
+    path, ocr, flagged = await service.locked(read)
     return ItemInfo(
         id=item.id,
         path=path,
@@ -53,6 +60,9 @@ async def item_out(service: Service, item: Item) -> ItemInfo:
         size=item.size,
         caption=item.caption,
         metadata=item.metadata,
+        type=item.kind,
+        ocr=ocr or None,
+        flagged=flagged,
         thumbnail=f"/items/{item.id}/thumbnail",
         file=f"/items/{item.id}/file",
     )

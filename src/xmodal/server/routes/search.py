@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 
 from xmodal.engine.collection import SearchHit
+from xmodal.engine.hybrid import parse_fusion
 from xmodal.engine.query import combine
 from xmodal.errors import InvalidInputError
 from xmodal.filters import parse_filter
@@ -61,41 +63,110 @@ def rooted(where: dict[str, Any] | None, roots: list[str]) -> dict[str, Any] | N
     return {**where, "path": {**spec, "prefix": prefixes or given}}
 
 
-def hit_out(hit: SearchHit, path: str) -> Hit:
+Mode = Annotated[
+    Literal["vector", "text", "hybrid"] | None,
+    Query(description="vector, full text, or both fused (default: hybrid when items have text)"),
+]
+FusionSpec = Annotated[
+    str | None,
+    Query(max_length=200, description="hybrid fusion: rrf, rrf:k=60, weighted:text=0.3"),
+]
+ItemType = Annotated[Literal["image", "text"] | None, Query(description="only this item type")]
+_SNIPPET = 300
+
+
+def hit_out(hit: SearchHit, path: str, kind: str = "image", text: str | None = None) -> Hit:
     return Hit(
         id=hit.id,
         path=path,
         score=hit.score,
+        vector_score=hit.vector_score,
+        text_score=hit.text_score,
+        type=kind,
+        text=text,
         thumbnail=f"/items/{hit.id}/thumbnail",
         file=f"/items/{hit.id}/file",
     )
 
 
+@dataclass(frozen=True)
+class Options:
+    """What every search takes beside its terms."""
+
+    k: int
+    threshold: float | None
+    where: str | None
+    mode: str | None = None
+    fusion: str | None = None
+    include_flagged: bool = False
+    item_type: str | None = None
+
+
 async def _run(
     service: Service,
-    terms: list[tuple[str, np.ndarray, float]],
-    k: int,
-    threshold: float | None,
-    where: str | None,
+    terms: list[tuple[str, np.ndarray | None, float]],
+    options: Options,
+    text: str | None = None,
 ) -> SearchResults:
+    """Terms (name, vector, weight) fused into one vector; with a positive `text`, the items'
+    own text is matched too (hybrid search)."""
     if not terms:
         raise HTTPException(422, "empty query: give a text, an image, or an item id (like)")
     if all(w < 0 for _, _, w in terms):
         raise HTTPException(422, "a query needs at least one positive term, not only negatives")
-    vector = combine(np.stack([v for _, v, _ in terms]), [w for _, _, w in terms])
-    filters = parse_where(where)
+    if options.mode == "text" and (text is None or len(terms) > 1):
+        raise HTTPException(422, "mode=text takes a text alone (no image, item or negative)")
+    try:
+        fusion = parse_fusion(options.fusion)
+    except InvalidInputError as e:
+        raise HTTPException(422, f"fusion: {e}") from None
+    vector = None
+    if options.mode != "text":
+        vector = combine(np.stack([v for _, v, _ in terms]), [w for _, _, w in terms])
+    filters = parse_where(options.where)
+    if options.item_type:
+        filters = {**(filters or {}), "type": options.item_type}
 
-    def find() -> tuple[list[SearchHit], list[str]]:
+    def find() -> tuple[list[SearchHit], list[str], dict]:
         collection = service.collection
-        hits = collection.search_vectors(vector, k, threshold, rooted(filters, collection.roots))[0]
-        return hits, service.relative_paths([h.path for h in hits])
+        where = rooted(filters, collection.roots)
+        if text is not None:
+            hits = collection.search(
+                text,
+                options.k,
+                mode=options.mode,
+                threshold=options.threshold,
+                where=where,
+                include_flagged=options.include_flagged,
+                fusion=fusion,
+                vector=vector,
+            )
+        else:
+            hits = collection.search_vectors(
+                vector, options.k, options.threshold, where, options.include_flagged
+            )[0]
+        kinds = {h.id: collection.get(h.id) for h in hits}
+        texts = collection.item_texts([h.id for h in hits])
+        about = {
+            i: (item.kind if item else "image", _snippet(texts.get(i))) for i, item in kinds.items()
+        }
+        return hits, service.relative_paths([h.path for h in hits]), about
 
-    hits, paths = await service.locked(find)
+    hits, paths, about = await service.locked(find)
     described = " ".join(
         f"{'-' if w < 0 else '+'}{'' if abs(w) == 1 else f'{abs(w):g}*'}{name}"
         for name, _, w in terms
     )
-    return SearchResults(query=described, results=[hit_out(h, p) for h, p in zip(hits, paths)])
+    results = [hit_out(h, p, *about.get(h.id, ("image", None))) for h, p in zip(hits, paths)]
+    return SearchResults(query=described, results=results)
+
+
+def _snippet(text) -> str | None:
+    """What a hit shows of its text: the caption, else a text item's opening, else OCR."""
+    if text is None:
+        return None
+    shown = text.caption or text.body or text.embedded or text.ocr
+    return shown[:_SNIPPET] or None
 
 
 async def _like(service: Service, item_id: int) -> np.ndarray:
@@ -112,15 +183,24 @@ async def search_get(
     k: K = 10,
     threshold: Threshold = None,
     where: Annotated[str | None, Query(max_length=10_000, description=WHERE_HELP)] = None,
+    mode: Mode = None,
+    fusion: FusionSpec = None,
+    include_flagged: Annotated[bool, Query(description="show items moderation flagged")] = False,
+    type: ItemType = None,
     service: Service = Depends(get_service),
 ) -> SearchResults:
-    """Items matching a text `q`, or like item `like`, or both; best first."""
+    """Items matching a text `q` (by vector and, in hybrid mode, by their own text), or like
+    item `like`, or both; best first."""
     terms = []
     if q is not None:
-        terms.append((f"text:{q}", (await service.embed_texts([q]))[0], 1.0))
+        if not q.strip():
+            raise HTTPException(422, "empty text: give at least one non-blank character")
+        vector = None if mode == "text" else (await service.embed_texts([q]))[0]
+        terms.append((f"text:{q}", vector, 1.0))
     if like is not None:
         terms.append((f"item:{like}", await _like(service, like), 1.0))
-    return await _run(service, terms, k, threshold, where)
+    options = Options(k, threshold, where, mode, fusion, include_flagged, type)
+    return await _run(service, terms, options, q)
 
 
 @router.post("/search", dependencies=[Depends(require_form)])
@@ -137,6 +217,10 @@ async def search_post(
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     threshold: Annotated[float | None, Form(ge=-1, le=1)] = None,
     where: Annotated[str | None, Form(max_length=10_000, description=WHERE_HELP)] = None,
+    mode: Annotated[Literal["vector", "text", "hybrid"] | None, Form()] = None,
+    fusion: Annotated[str | None, Form(max_length=200)] = None,
+    include_flagged: Annotated[bool, Form()] = False,
+    type: Annotated[Literal["image", "text"] | None, Form()] = None,
     service: Service = Depends(get_service),
 ) -> SearchResults:
     """A weighted mix: text, uploaded image, an indexed item, and a negative text."""
@@ -156,4 +240,5 @@ async def search_post(
         )
     if like is not None:
         terms.append((f"item:{like}", await _like(service, like), 1.0))
-    return await _run(service, terms, k, threshold, where)
+    options = Options(k, threshold, where, mode, fusion, include_flagged, type)
+    return await _run(service, terms, options, text)

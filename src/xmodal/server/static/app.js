@@ -69,11 +69,19 @@ function show(results) {
     const link = document.createElement("a");
     link.href = hit.file;
     link.target = "_blank";
-    const img = document.createElement("img");
-    img.src = hit.thumbnail;
-    img.alt = hit.path;
-    img.loading = "lazy";
-    link.append(img);
+    if (hit.type === "text") {
+      // A text item has no picture: its opening words stand in for the thumbnail.
+      const body = document.createElement("div");
+      body.className = "text-item";
+      body.textContent = hit.text || hit.path;
+      link.append(body);
+    } else {
+      const img = document.createElement("img");
+      img.src = hit.thumbnail;
+      img.alt = hit.text || hit.path;
+      img.loading = "lazy";
+      link.append(img);
+    }
     const meta = document.createElement("figcaption");
     meta.className = "meta";
     const path = document.createElement("div");
