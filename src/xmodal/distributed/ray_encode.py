@@ -140,9 +140,12 @@ def _decode(
     """A Ray task: read, hash and decode a few files (RGB pixels as bytes; none if known)."""
     out: dict[str, list] = {k: [] for k in ("path", "size", "mtime_ns", "hash", "error")}
     out.update(width=[], height=[], caption=[], pixels=[], pixels_width=[], pixels_height=[])
+    out.update(described=[], sidecars=[])
     as_decoded = _AsDecoded(decode_size)
-    for path, size, mtime_ns in zip(batch["path"], batch["size"], batch["mtime_ns"]):
-        found = FoundFile(bytes(path), int(size), int(mtime_ns))
+    for path, size, mtime_ns, sidecars in zip(
+        batch["path"], batch["size"], batch["mtime_ns"], batch["sidecars"]
+    ):
+        found = FoundFile(bytes(path), int(size), int(mtime_ns), str(sidecars))
         read = read_file(found, known, lambda: as_decoded)
         image = read.prepared
         # The decoded image may be smaller than the file's full size (width, height).
@@ -156,11 +159,13 @@ def _decode(
         out["width"].append(read.width)
         out["height"].append(read.height)
         out["caption"].append(read.caption or "")  # no sidecar and an empty one both mean None
+        out["described"].append(read.embedded)
+        out["sidecars"].append(read.found.sidecars)
         out["pixels"].append(image.tobytes() if image is not None else b"")
     return {k: np.array(v, dtype=object if k in _OBJECT_COLUMNS else None) for k, v in out.items()}
 
 
-_OBJECT_COLUMNS = {"path", "hash", "error", "caption", "pixels"}
+_OBJECT_COLUMNS = {"path", "hash", "error", "caption", "pixels", "described", "sidecars"}
 
 
 class _Embedder:
@@ -222,7 +227,10 @@ def encode_files(
     if on_plan is not None:
         on_plan(plan)
     ray.data.DataContext.get_current().execution_options.preserve_order = True
-    items = [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+    items = [
+        {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sidecars": f.sidecars}
+        for f in files
+    ]
     # The memory a task's decoded images take keeps a node from running more decode tasks
     # than it can hold; as remote arguments of their own, it also keeps Ray Data from fusing
     # these tasks into the actors (it fuses stages whose arguments are equal), which would
@@ -268,7 +276,12 @@ def _decode_size(model: str) -> int | None:
 
 def _reads(batch: dict[str, np.ndarray]) -> Iterator[FileRead]:
     for i in range(len(batch["path"])):
-        found = FoundFile(bytes(batch["path"][i]), int(batch["size"][i]), int(batch["mtime_ns"][i]))
+        found = FoundFile(
+            bytes(batch["path"][i]),
+            int(batch["size"][i]),
+            int(batch["mtime_ns"][i]),
+            str(batch["sidecars"][i]),
+        )
         yield FileRead(
             found,
             bytes(batch["hash"][i]),
@@ -277,6 +290,7 @@ def _reads(batch: dict[str, np.ndarray]) -> Iterator[FileRead]:
             int(batch["width"][i]),
             int(batch["height"][i]),
             str(batch["caption"][i]) or None,
+            str(batch["described"][i]),
         )
 
 
