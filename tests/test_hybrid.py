@@ -194,3 +194,39 @@ def test_a_version_3_catalog_keeps_its_captions_and_gains_file_names(tmp_path):
         assert [i for i, _ in catalog.match_text("holiday", 5)] == [1]
     finally:
         catalog.close()
+
+
+def turned_with_exif(path: Path, words: str) -> Path:
+    """A sign stored a quarter turn away, with the EXIF orientation that turns it upright
+    (what a phone writes): only a reader that applies the orientation sees the words level."""
+    upright = Image.open(printed(path.with_suffix(".tmp.png"), words)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display: rotate 90° clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, "JPEG", quality=95, exif=exif)
+    path.with_suffix(".tmp.png").unlink()
+    return path
+
+
+@pytest.mark.slow
+def test_printed_words_find_their_image_first(tmp_path, library, lite):
+    printed(library / "poster.png", "PHARMACY OPEN 24 HOURS")
+    turned_with_exif(library / "phone.jpg", "PLATFORM 9 EXIT")
+    Image.open(printed(library / "scan.png", "INVOICE 4471")).rotate(90, expand=True).save(
+        library / "scan.png"
+    )
+    with Collection.open(tmp_path / "db", lite) as collection:
+        report = collection.index([library], ocr=True)
+        assert report.ocr_read == 8  # each image once
+        by_vector = names(collection.search("pharmacy open 24 hours", k=8, mode="vector"))
+        assert names(collection.search("pharmacy open 24 hours", k=1)) == ["poster.png"]
+        assert by_vector[0] != "poster.png"  # the vector alone does not rank it first
+        assert names(collection.search("platform 9 exit", k=1)) == ["phone.jpg"]
+        assert names(collection.search("invoice 4471", k=1)) == ["scan.png"]
+        assert names(collection.search("KA01AB1234", k=1)) == ["sign.png"]
+        assert names(collection.search("B123", k=1, mode="text")) == ["sign.png"]
+        # Incremental: a second run reads nothing again; a copy shares the words read.
+        shutil.copy(library / "poster.png", library / "poster-copy.png")
+        again = collection.index([library], ocr=True)
+        assert (again.ocr_read, again.embedded) == (0, 0)
+        found = names(collection.search("pharmacy", k=2, mode="text"))
+        assert sorted(found) == ["poster-copy.png", "poster.png"]

@@ -15,6 +15,7 @@ from xmodal.cli.embed import classify_cmd, embed_cmd, similarity_cmd
 from xmodal.cli.eval import eval_cmd
 from xmodal.cli.export import export_cmd
 from xmodal.cli.migrate import migrate_cmd
+from xmodal.cli.moderate import moderate_cmd
 from xmodal.cli.serve import serve_cmd
 from xmodal.cli.shards import import_cmd
 from xmodal.cli.train import train_cmd
@@ -58,6 +59,7 @@ for command in (
     migrate_cmd,
     import_cmd,
     export_cmd,
+    moderate_cmd,
 ):
     main.add_command(command)
 

@@ -17,6 +17,7 @@ from xmodal.errors import (
     ImageLoadError,
     ImageTooLargeError,
     InvalidInputError,
+    ModelLoadError,
     UnsupportedModalityError,
     XmodalError,
 )
@@ -24,7 +25,7 @@ from xmodal.models.base import Encoder
 from xmodal.server.auth import KeyGate
 from xmodal.server.metrics import Metrics
 from xmodal.server.middleware import BodyLimit, RequestMetrics
-from xmodal.server.routes import items, meta, model, search, session
+from xmodal.server.routes import apps, items, meta, model, search, session
 from xmodal.server.security import HostCheck, OriginCheck, SecurityHeaders
 from xmodal.server.service import Service
 from xmodal.server.settings import ServerSettings, get_server_settings
@@ -36,6 +37,9 @@ _CLIENT_ERRORS: list[tuple[type[XmodalError], int]] = [
     (InvalidInputError, 422),
     (UnsupportedModalityError, 422),
     (CollectionBusyError, 503),  # another process (`xmodal index`) is writing: try again later
+    # An optional part this install lacks (a missing extra, no language model): the reason says
+    # what to install; the rest of the server works.
+    (ModelLoadError, 503),
 ]
 
 
@@ -70,7 +74,14 @@ def create_app(
         version=_version(),
         lifespan=lifespan,
     )
-    for router in (model.router, search.router, items.router, meta.router, session.router):
+    for router in (
+        model.router,
+        search.router,
+        items.router,
+        meta.router,
+        session.router,
+        apps.router,
+    ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=resources.files("xmodal.server") / "static"))
 

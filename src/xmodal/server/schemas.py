@@ -73,3 +73,16 @@ class Health(BaseModel):
     model: str
     dim: int
     items: int
+
+
+class ModerationResult(BaseModel):
+    file: str = Field(description="the uploaded file's name")
+    safe: bool
+    flagged: list[str] = Field(description="categories over their threshold")
+    scores: dict[str, float] = Field(description="per category; nsfw: open_nsfw's own score")
+
+
+class Moderation(BaseModel):
+    model: str
+    policy: str = Field(description="fingerprint of the categories and models that judged")
+    results: list[ModerationResult]

@@ -8,6 +8,7 @@ threads before they join a batch.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -71,6 +72,24 @@ class Service:
         self._thumbnails: OrderedDict[tuple, bytes] = OrderedDict()
         self._thumbnails_lock = threading.Lock()
         self.uploads = collection.db_path / UPLOADS
+        self._apps_lock = asyncio.Lock()
+        self._moderator = None
+
+    # -- applications: moderation, the language model ----------------------------------------
+
+    async def moderator(self):
+        """The moderator of settings.moderation_categories, built on first use (its category
+        prompts are embedded on the model thread, like every other model call)."""
+        async with self._apps_lock:
+            if self._moderator is None:
+                from xmodal.moderation import Moderator, load_policy
+
+                policy = await run_in_threadpool(load_policy, self.settings.moderation_categories)
+                loop = asyncio.get_running_loop()
+                self._moderator = await loop.run_in_executor(
+                    self._model_thread, Moderator, self.encoder, policy
+                )
+            return self._moderator
 
     async def start(self) -> None:
         await self.texts.start()

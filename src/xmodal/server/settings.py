@@ -34,6 +34,10 @@ class ServerSettings:
     cors_origins: tuple[str, ...] = ()
     # With an API key set: True leaves reads (search, items, files) open for a public gallery.
     public_reads: bool = False
+    # POST /moderate's category file (None: the built-in categories).
+    moderation_categories: Path | None = None
+    # The language model of /ask and /describe (xmodal.llm.load_llm; None: the packaged one).
+    llm: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> ServerSettings:
@@ -49,6 +53,7 @@ class ServerSettings:
                 raise InvalidInputError(f"{name}={raw!r} is not a number") from None
 
         db = env.get("XMODAL_DB")
+        categories = env.get("XMODAL_MODERATION_CATEGORIES")
         return cls(
             db=Path(db).expanduser() if db else None,
             model=env.get("XMODAL_MODEL") or None,
@@ -64,6 +69,8 @@ class ServerSettings:
             allowed_hosts=_hosts(env.get("XMODAL_ALLOWED_HOSTS")),
             cors_origins=_origins(env.get("XMODAL_CORS_ORIGINS")),
             public_reads=_flag("XMODAL_PUBLIC_READS", env.get("XMODAL_PUBLIC_READS")),
+            moderation_categories=Path(categories).expanduser() if categories else None,
+            llm=env.get("XMODAL_LLM") or None,
         )
 
     def with_(self, **changes) -> ServerSettings:
