@@ -162,6 +162,19 @@ def run_moderation(encoder, folder: Path) -> None:
     moderator.judge(vectors)
     seconds = time.perf_counter() - started
     print(f"  categories alone: {len(images) / seconds:,.0f} images/s")
+    from xmodal.moderation.evaluation import evaluate_policy
+    from xmodal.samples import moderation_samples, sample_photos
+
+    report = evaluate_policy(moderator, moderation_samples(folder / "labelled"))
+    print("  default categories on labelled clip art (xmodal.samples.moderation_samples):")
+    print("    " + report.table().replace("\n", "\n    "))
+    photos = sample_photos(folder / "photos")
+    flagged = [
+        f"{p.name} ({', '.join(v.flagged)})"
+        for p, v in zip(photos, moderator.moderate([p.path for p in photos]))
+        if not v.safe
+    ]
+    print(f"  sample photos flagged: {len(flagged)} of {len(photos)} {', '.join(flagged)}")
 
 
 def main() -> None:

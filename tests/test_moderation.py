@@ -17,59 +17,14 @@ from xmodal.images import load_image
 from xmodal.moderation import Moderator, load_policy, parse_policy
 from xmodal.moderation.evaluation import evaluate_policy
 from xmodal.moderation.nsfw import NsfwScorer
-
-CLIPART = Path("/usr/share/openclipart/png")
-WEAPONS = [
-    "9_mm_gun_01",
-    "ak47_01",
-    "blue_gun_alex_fernandez_01",
-    "bomb_01",
-    "kallisti-grenade_2_nurbl_01",
-    "katana_dudziak_tomek_01",
-    "knife",
-    "longsword_01",
-    "m16_01",
-    "m16_02",
-    "sword_01",
-    "mortar_01",
-]
-DRUGS = [
-    "science/medicine/barattolo_di_pillole_arc_01",
-    "plants/cannabis_leaf_anonymous_",
-    "computer/icons/flat-theme/applications/dopewars-pill",
-]
-SAFE = [("animals", 14), ("food/vegetables", 8), ("plants", 10)]
-
-
-def _clipart() -> Path:
-    if not (CLIPART / "tools/weapons").is_dir():
-        raise MissingDataError(
-            "openclipart clip-art is missing: install the Debian package openclipart-png"
-        )
-    return CLIPART
-
-
-def _link(target: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / target.name).exists():  # the same clip-art is filed under two names
-        (folder / target.name).symlink_to(target)
+from xmodal.samples import MODERATION_WEAPONS as WEAPONS
+from xmodal.samples import moderation_samples
 
 
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     """weapons/, alcohol/, drugs/ and safe/ (animals, vegetables, plants) as symlinks."""
-    root = tmp_path_factory.mktemp("labelled")
-    art = _clipart()
-    for name in WEAPONS:
-        _link(art / "tools/weapons" / f"{name}.png", root / "weapons")
-    for path in sorted((art / "food/beverages/alcohol").glob("*.png")):
-        _link(path, root / "alcohol")
-    for name in DRUGS:
-        _link(art / f"{name}.png", root / "drugs")
-    for sub, count in SAFE:
-        for path in sorted((art / sub).rglob("*.png"))[:count]:
-            _link(path, root / "safe")
-    return root
+    return moderation_samples(tmp_path_factory.mktemp("labelled"))
 
 
 @pytest.fixture(scope="module")

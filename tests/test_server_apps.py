@@ -3,6 +3,7 @@ search, moderation of uploads, stored verdicts, answers and descriptions."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -97,3 +98,42 @@ def test_moderate_uploads(server, photo_by_name):
     assert bad.status_code == 422
     text = server.post("/moderate", files=[("file", ("x.txt", b"hello", "text/plain"))])
     assert text.status_code == 415
+
+
+def test_ask_lists_the_sources_the_answer_comes_from(server):
+    reply = server.post(
+        "/ask", json={"question": "When was the launch delayed?", "generate": False}
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["answer"] is None
+    assert body["sources"][0]["path"] == "rocket.png"
+    assert "[1] " in body["context"] and "delayed by rain" in body["context"]
+    bad = server.post("/ask", json={"question": "x", "where": {"size": {"~": 1}}})
+    assert bad.status_code == 422
+    assert server.post("/ask", json={"question": "   "}).status_code == 422
+    assert server.post("/ask", json={"question": "x", "item": 10**9}).status_code == 404
+
+
+def test_ask_streams_an_answer_from_the_packaged_model(server):
+    body = {"question": "Why was the launch delayed?", "stream": True, "max_tokens": 40}
+    with server.stream("POST", "/ask", json=body) as reply:
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in reply.iter_lines() if line]
+    assert lines[0]["sources"][0]["path"] == "rocket.png"
+    assert any("text" in line for line in lines[1:-1])
+    assert lines[-1]["done"] and lines[-1]["answer"]
+
+
+def test_describe_an_upload(server, photo_by_name):
+    files = [("file", ("horse.png", photo_by_name["horse"].path.read_bytes(), "image/png"))]
+    reply = server.post("/describe", files=files, data={"generate": "false"})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert "horse" in body["sentence"].lower()
+    assert {"object", "scene"} <= {c["group"] for c in body["concepts"]}
+    # Neighbours are the nearest items that have a caption to lend.
+    assert body["neighbours"] and all(n["caption"] for n in body["neighbours"])
+    bad = server.post("/describe", files=[("file", ("x.png", b"GIF89a-", "image/png"))])
+    assert bad.status_code == 422

@@ -82,3 +82,7 @@ class ClusterError(XmodalError):
 class ExportError(XmodalError):
     """A model that cannot be exported, or whose export does not reproduce it closely enough
     (nothing is written then)."""
+
+
+class LlmError(XmodalError):
+    """A language model that cannot be reached, loaded or understood (bad reply, HTTP error)."""

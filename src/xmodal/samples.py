@@ -218,3 +218,50 @@ def emoji_images(folder: str | Path, split: str | None = None) -> list[Captioned
         block = next(lo for lo, hi in EMOJI_BLOCKS if lo <= ord(ch) < hi)
         items.append(CaptionedImage(caption, path, f"U+{block:04X}"))
     return items
+
+
+# Labelled clip art for moderation: openclipart's weapons, alcohol and a few drug pictures,
+# against animals, vegetables and plants.
+MODERATION_WEAPONS = (
+    "9_mm_gun_01",
+    "ak47_01",
+    "blue_gun_alex_fernandez_01",
+    "bomb_01",
+    "kallisti-grenade_2_nurbl_01",
+    "katana_dudziak_tomek_01",
+    "knife",
+    "longsword_01",
+    "m16_01",
+    "m16_02",
+    "sword_01",
+    "mortar_01",
+)
+_MODERATION_DRUGS = (
+    "science/medicine/barattolo_di_pillole_arc_01",
+    "plants/cannabis_leaf_anonymous_",
+    "computer/icons/flat-theme/applications/dopewars-pill",
+)
+_MODERATION_SAFE = (("animals", 14), ("food/vegetables", 8), ("plants", 10))
+
+
+def moderation_samples(folder: str | Path, root: Path = OPENCLIPART_ROOT) -> Path:
+    """A labelled folder for `xmodal moderate --eval`: weapons/, alcohol/, drugs/ and safe/,
+    as symbolic links to openclipart-png drawings. Returns `folder`."""
+    _require(root / "tools" / "weapons", "openclipart-png")
+    folder = Path(folder)
+
+    def link(target: Path, label: str) -> None:
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        if not (folder / label / target.name).exists():  # one drawing may be filed twice
+            (folder / label / target.name).symlink_to(target)
+
+    for name in MODERATION_WEAPONS:
+        link(root / "tools" / "weapons" / f"{name}.png", "weapons")
+    for path in sorted((root / "food" / "beverages" / "alcohol").glob("*.png")):
+        link(path, "alcohol")
+    for name in _MODERATION_DRUGS:
+        link(root / f"{name}.png", "drugs")
+    for sub, count in _MODERATION_SAFE:
+        for path in sorted((root / sub).rglob("*.png"))[:count]:
+            link(path, "safe")
+    return folder

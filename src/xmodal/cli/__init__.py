@@ -9,6 +9,7 @@ import json
 
 import click
 
+from xmodal.cli.ask import ask_cmd, describe_cmd
 from xmodal.cli.collection import dedup_cmd, demo_cmd, index_cmd, search_cmd
 from xmodal.cli.common import ErrorGroup
 from xmodal.cli.embed import classify_cmd, embed_cmd, similarity_cmd
@@ -60,6 +61,8 @@ for command in (
     import_cmd,
     export_cmd,
     moderate_cmd,
+    ask_cmd,
+    describe_cmd,
 ):
     main.add_command(command)
 

@@ -86,3 +86,57 @@ class Moderation(BaseModel):
     model: str
     policy: str = Field(description="fingerprint of the categories and models that judged")
     results: list[ModerationResult]
+
+
+class AskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: Text
+    k: int = Field(5, ge=1, le=50, description="sources to retrieve")
+    image_weight: float = Field(0.5, ge=0, le=100, description="weight of image similarity")
+    text_weight: float = Field(0.5, ge=0, le=100, description="weight of the items' text")
+    item: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="ask about this indexed item's image"
+    )
+    where: dict[str, Any] | None = Field(None, description="a filter, as for /search")
+    include_flagged: bool = False
+    generate: bool = Field(True, description="false: return the sources and context only")
+    stream: bool = Field(
+        False, description="true: NDJSON lines: sources first, then text pieces, then the end"
+    )
+    max_tokens: int = Field(200, ge=1, le=1024)
+
+
+class AskSource(BaseModel):
+    n: int
+    id: int | None = Field(description="the item; null for the image asked about")
+    path: str
+    caption: str
+    ocr: str
+    score: float
+
+
+class AskAnswer(BaseModel):
+    question: str
+    answer: str | None = Field(description="the model's answer; null without generate")
+    sources: list[AskSource] = Field(description="listed by xmodal, not by the model")
+    context: str = Field(description="the numbered sources as given to the model")
+
+
+class Concept(BaseModel):
+    group: str
+    text: str
+    score: float
+
+
+class DescribeNeighbour(BaseModel):
+    id: int
+    path: str
+    caption: str
+    score: float
+
+
+class DescribeResult(BaseModel):
+    sentence: str
+    concepts: list[Concept]
+    ocr_text: str
+    neighbours: list[DescribeNeighbour]

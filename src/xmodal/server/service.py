@@ -74,6 +74,7 @@ class Service:
         self.uploads = collection.db_path / UPLOADS
         self._apps_lock = asyncio.Lock()
         self._moderator = None
+        self._llm = None
 
     # -- applications: moderation, the language model ----------------------------------------
 
@@ -90,6 +91,15 @@ class Service:
                     self._model_thread, Moderator, self.encoder, policy
                 )
             return self._moderator
+
+    async def llm(self):
+        """The language model of settings.llm, loaded on first use (in a worker thread)."""
+        async with self._apps_lock:
+            if self._llm is None:
+                from xmodal.llm import load_llm
+
+                self._llm = await run_in_threadpool(load_llm, self.settings.llm)
+            return self._llm
 
     async def start(self) -> None:
         await self.texts.start()
