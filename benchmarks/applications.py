@@ -177,6 +177,52 @@ def run_moderation(encoder, folder: Path) -> None:
     print(f"  sample photos flagged: {len(flagged)} of {len(photos)} {', '.join(flagged)}")
 
 
+def run_llm(encoder, folder: Path) -> None:
+    import os
+    import re
+
+    import torch
+
+    from xmodal.apps.describe import describe
+    from xmodal.llm.local import _load, load_local
+    from xmodal.samples import sample_photos
+
+    print("\n## local language model (packaged SmolLM2-135M-Instruct Q4_1 GGUF, transformers)")
+    os.environ["XMODAL_CACHE"] = str(folder / "cache")  # a cold start: nothing converted yet
+    for label in ("first load (GGUF converted, kept)", "later load (the kept form)"):
+        _load.cache_clear()
+        started = time.perf_counter()
+        model = load_local(None)
+        print(f"  {label}: {time.perf_counter() - started:.1f} s")
+    messages = [{"role": "user", "content": "Write a short paragraph about lighthouses."}]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        started, first, out = time.perf_counter(), None, ""
+        for piece in model.generate(messages, max_tokens=64):
+            first = first or time.perf_counter() - started
+            out += piece
+        seconds = time.perf_counter() - started
+        tokens = len(model.tokenizer(out)["input_ids"])
+        print(
+            f"  {threads} thread(s): {tokens} tokens in {seconds:.1f} s = "
+            f"{tokens / seconds:.1f} tokens/s, first text after {first:.2f} s"
+        )
+
+    def names_it(label: str, sentence: str) -> bool:
+        words = [w for w in label.split() if w not in {"a", "of", "with", "in", "the"}]
+        return any(re.search(rf"\b{w}s?\b", sentence.lower()) for w in words or [label])
+
+    photos = sample_photos(folder / "photos")
+    print("  describe on the 14 sample photos (the sentence names the photo's label):")
+    for name, llm in (("template", None), ("SmolLM2", model)):
+        started = time.perf_counter()
+        sentences = [describe(p.path, encoder, ocr=False, llm=llm).sentence for p in photos]
+        right = sum(names_it(p.label, s) for p, s in zip(photos, sentences))
+        print(f"    {name:<9} {right}/14 in {time.perf_counter() - started:.0f} s")
+        for p, s in zip(photos, sentences):
+            print(f"      {'ok' if names_it(p.label, s) else '--'} {p.label:<18} {s}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=PARTS, action="append")
@@ -193,6 +239,8 @@ def main() -> None:
             run_ocr(folder)
         if "moderation" in parts:
             run_moderation(encoder, folder)
+        if "llm" in parts:
+            run_llm(encoder, folder)
 
 
 if __name__ == "__main__":

@@ -96,8 +96,13 @@ def write_sentence(d: Description, llm) -> str:
     user = f"Draft: {template_sentence(d)}\n\nNotes:\n{notes_text(d)}\n\nSentence:"
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
     text = llm.complete(messages, max_tokens=60, stop=["\n"]).strip()
-    # Small models run on (and repeat themselves): keep the first sentence.
+    # Small models run on (and repeat themselves): keep the first sentence, each listed phrase
+    # once. (A repetition penalty would also stop the model copying the notes' words.)
     first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0].strip()
+    phrases = list(dict.fromkeys(p.strip() for p in first.split(",") if p.strip()))
+    first = ", ".join(phrases)
+    if first and first[-1] not in ".!?":
+        first += "."
     return first or template_sentence(d)  # a model that says nothing still gets a sentence
 
 
