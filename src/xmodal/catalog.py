@@ -114,8 +114,9 @@ class Catalog:
         self._changed = False
         self._reading = 0
         self._commits = 0  # this connection's own commits (data_version counts the others')
-        self._filter_cache: dict[Filter, np.ndarray] = {}
+        self._filter_cache: dict[tuple[Filter | None, bool], np.ndarray] = {}
         self._filter_cache_version: tuple[int, int] | None = None
+        self._remembers: dict[str, tuple[tuple[int, int], bool]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -327,12 +328,27 @@ class Catalog:
         return {r[0]: ItemText(*r[1:]) for r in rows}
 
     def has_text(self) -> bool:
-        """Whether any item has text beyond its file name (hybrid search is worth running)."""
-        row = self._db.execute(
+        """Whether any item has text beyond its file name (hybrid search is worth running).
+        Remembered until the catalog changes: in a collection without text it is a full scan."""
+        return self._remembered(
+            "has_text",
             "SELECT 1 FROM texts WHERE caption != '' OR embedded != '' OR ocr != ''"
-            " OR body != '' LIMIT 1"
-        ).fetchone()
-        return row is not None
+            " OR body != '' LIMIT 1",
+        )
+
+    def any_flagged(self) -> bool:
+        """Whether a stored moderation verdict flagged any item (remembered like has_text)."""
+        return self._remembered(
+            "any_flagged", "SELECT 1 FROM verdicts WHERE flagged != '[]' LIMIT 1"
+        )
+
+    def _remembered(self, name: str, sql: str) -> bool:
+        version = (self.data_version(), self._commits)
+        known = self._remembers.get(name)
+        if known is None or known[0] != version or self._in_transaction:
+            known = (version, self._db.execute(sql).fetchone() is not None)
+            self._remembers[name] = known
+        return known[1]
 
     def match_text(
         self, query: str, limit: int, where: Filter | None = None, include_flagged: bool = True
@@ -375,11 +391,6 @@ class Catalog:
         ).fetchone()
         return None if row is None else (json.loads(row[0]), json.loads(row[1]))
 
-    def flagged_ids(self) -> np.ndarray:
-        """Ids of the items a stored verdict flagged, sorted."""
-        rows = self._db.execute("SELECT id FROM verdicts WHERE flagged != '[]' ORDER BY id")
-        return np.array([r[0] for r in rows], dtype=np.int64)
-
     def touch_file(self, item_id: int, size: int, mtime_ns: int) -> None:
         """Same bytes, new mtime (a `touch`, a copy over itself): remember it, keep the rest."""
         self._write(
@@ -402,17 +413,21 @@ class Catalog:
         )
         return cursor.rowcount > 0
 
-    def ids_where(self, where: Filter | dict[str, Any]) -> np.ndarray:
-        """Ids of the items matching `where` (see xmodal.filters), sorted; cached until any
-        connection commits to the catalog. Treat the array as read-only."""
+    def ids_where(self, where: Filter | dict[str, Any] | None, *, unflagged: bool = False):
+        """Ids of the items matching `where` (see xmodal.filters; and, with unflagged, that no
+        stored verdict flagged), sorted; cached until any connection commits to the catalog.
+        Treat the array as read-only."""
         query = parse_filter(where)
+        key = (query, unflagged)
         version = (self.data_version(), self._commits)
         if version != self._filter_cache_version:
             self._filter_cache, self._filter_cache_version = {}, version
         # Inside a transaction the rows may still change or roll back: no cache either way.
-        found = None if self._in_transaction else self._filter_cache.get(query)
+        found = None if self._in_transaction else self._filter_cache.get(key)
         if found is None:
             clause, args = query.sql() if query is not None else ("1", [])
+            if unflagged:
+                clause += " AND id NOT IN (SELECT id FROM verdicts WHERE flagged != '[]')"
             rows = self._db.execute(f"SELECT id FROM files WHERE {clause} ORDER BY id", args)
             found = np.array([r[0] for r in rows], dtype=np.int64)
             found.flags.writeable = False
@@ -423,7 +438,7 @@ class Catalog:
             ):
                 cache.pop(next(iter(cache)))  # the oldest first
             if found.size <= _FILTER_CACHE_IDS and not self._in_transaction:
-                cache[query] = found
+                cache[key] = found
         return found
 
     # -- skipped files ----------------------------------------------------------------------

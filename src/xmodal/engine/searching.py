@@ -98,14 +98,9 @@ class Searching:
 
     def _allowed(self, where, include_flagged: bool) -> np.ndarray | None:
         """Ids a search may return (None: any): the filter's, less flagged items."""
-        allowed = None if not where else self._catalog.ids_where(where)
-        if include_flagged:
-            return allowed
-        flagged = self._catalog.flagged_ids()
-        if flagged.size == 0:
-            return allowed
-        base = self._catalog.ids_where({}) if allowed is None else allowed
-        return np.setdiff1d(base, flagged, assume_unique=True)
+        if include_flagged or not self._catalog.any_flagged():
+            return None if not where else self._catalog.ids_where(where)
+        return self._catalog.ids_where(where, unflagged=True)
 
     def search_text(
         self,
