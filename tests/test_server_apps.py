@@ -133,7 +133,11 @@ def test_describe_an_upload(server, photo_by_name):
     body = reply.json()
     assert "horse" in body["sentence"].lower()
     assert {"object", "scene"} <= {c["group"] for c in body["concepts"]}
-    # Neighbours are the nearest items that have a caption to lend.
-    assert body["neighbours"] and all(n["caption"] for n in body["neighbours"])
+    assert body["neighbours"] == []  # no captioned item of the collection looks like it
+    # The indexed clock photo lends its caption to an upload of the same picture.
+    files = [("file", ("c.png", photo_by_name["clock"].path.read_bytes(), "image/png"))]
+    body = server.post("/describe", files=files, data={"generate": "false"}).json()
+    assert body["neighbours"][0]["path"] == "clock.png"
+    assert "station clock" in body["sentence"]
     bad = server.post("/describe", files=[("file", ("x.png", b"GIF89a-", "image/png"))])
     assert bad.status_code == 422

@@ -15,6 +15,9 @@ from xmodal.images import ImageSource, load_image
 
 MAX_OCR_CHARS = 300  # printed text kept for the sentence and the prompt
 NEIGHBOURS = 3
+# Below this cosine an image is not like the one described, and its caption would mislead (with
+# lite, unrelated photos sit near 0.05 and the closest pairs of the sample photos near 0.8).
+NEIGHBOUR_MIN_SIMILARITY = 0.5
 SYSTEM = (
     "You rewrite a rough draft describing an image as one short, fluent sentence. Keep the "
     "draft's first object as the subject. Add nothing that is not in the draft or the notes."
@@ -142,7 +145,7 @@ def _neighbours(collection, vector) -> list[Neighbour]:
     for hit in hits:
         text = texts.get(hit.id)
         caption = (text.caption or text.embedded) if text else ""
-        if caption:
+        if caption and hit.score >= NEIGHBOUR_MIN_SIMILARITY:
             found.append(Neighbour(hit.id, hit.path, " ".join(caption.split())[:200], hit.score))
     return found[:NEIGHBOURS]
 
