@@ -123,25 +123,9 @@ def _pillow_parts(data: bytes) -> list[str]:
 def _open_lazily(fp):
     """The image's header parsed by the first allowed format that takes it (None if none), with
     no pixel-count check: no pixel is decoded here."""
-    from PIL import Image
+    from xmodal.images import identify
 
-    from xmodal.images import allowed_formats
-
-    Image.init()
-    header = fp.read(16)
-    allowed = allowed_formats()
-    for fmt in Image.ID:
-        if fmt not in allowed:
-            continue
-        factory, accept = Image.OPEN[fmt]
-        if accept is not None and accept(header) is not True:
-            continue
-        fp.seek(0)
-        try:
-            return factory(fp, "")
-        except (SyntaxError, IndexError, TypeError, ValueError, OSError):
-            continue
-    return None
+    return identify(fp, fp.read(16))
 
 
 def _exif_parts(exif) -> list[str]:

@@ -148,7 +148,7 @@ def _load_stream(
     heif_ready = looks_heif and _register_heif()
     try:
         with _quiet_pillow(name):
-            image = _identify(fp, header)
+            image = identify(fp, header)
     except _DECODE_ERRORS as e:
         raise ImageLoadError(name, f"corrupt image header: {_one_line(e)}") from None
     if image is None:
@@ -166,7 +166,7 @@ def _load_stream(
     return _finish(name, image, limit, background, min_side)
 
 
-def _identify(fp: IO[bytes], header: bytes) -> ImageFile.ImageFile | None:
+def identify(fp: IO[bytes], header: bytes) -> ImageFile.ImageFile | None:
     """Image.open limited to the allowed formats and without its built-in bomb check, or None
     when no allowed format accepts the data.
 
