@@ -207,7 +207,7 @@ def test_label_tree(tmp_path, photos):
 
 def test_empty_folder_is_an_error(tmp_path):
     (tmp_path / "notes.md").write_text("no images here")
-    with pytest.raises(InvalidInputError, match="no images found"):
+    with pytest.raises(InvalidInputError, match="no images or sounds found"):
         load_pairs(tmp_path)
 
 

@@ -36,11 +36,25 @@ _FILTER_CACHE_IDS = 4_000_000  # 32 MB of int64 ids at most, whatever the collec
 
 IMAGE_KIND = "image"
 TEXT_KIND = "text"
+AUDIO_KIND = "audio"
+VIDEO_KIND = "video"
+# Between a video's path and a segment's start in the segment's stored path: no real path has it.
+_SEGMENT_MARK = b"\x00"
+
+
+def segment_path(video: bytes, start: float) -> bytes:
+    return video + _SEGMENT_MARK + f"{start:.3f}".encode()
+
+
+def file_path(stored: bytes) -> bytes:
+    """The file a stored path names: a video segment's video, else the path itself."""
+    return stored.partition(_SEGMENT_MARK)[0]
 
 
 @dataclass(frozen=True)
 class Item:
-    """One indexed file (an image, or a text item) as the Python API, CLI and server show it."""
+    """One indexed item as the Python API, CLI and server show it: an image, a text, a sound,
+    or a video segment (path: the video; start and end: its time range in seconds)."""
 
     id: int
     path: str  # os.fsdecode of the stored bytes: opens the file even when not valid UTF-8
@@ -51,6 +65,9 @@ class Item:
     caption: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     kind: str = IMAGE_KIND
+    duration: float | None = None  # seconds of a sound or a video
+    start: float | None = None  # a video segment's time range
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +84,11 @@ class FileRow:
     embedded: str = ""  # descriptions embedded in the file (EXIF, XMP, IPTC, PNG text)
     caption_stamp: str = ""  # the sidecars' sizes and mtimes (xmodal.itemtext.sidecar_stamp)
     kind: str = IMAGE_KIND
-    body: str = ""  # a text item's content
+    body: str = ""  # a text item's content; what a sound says
+    duration: float | None = None
+    parent: int | None = None  # a video segment's video
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -205,7 +226,9 @@ class Catalog:
     # -- what the indexer compares a scan against: one query each -----------------------------
 
     def file_states(self) -> dict[bytes, FileState]:
-        rows = self._db.execute("SELECT path, id, size, mtime_ns, hash FROM files")
+        rows = self._db.execute(
+            "SELECT path, id, size, mtime_ns, hash FROM files WHERE parent IS NULL"
+        )
         return {path: FileState(*rest) for path, *rest in rows}
 
     def file_state(self, path: bytes) -> FileState | None:
@@ -216,7 +239,9 @@ class Catalog:
 
     def id_with_hash(self, digest: bytes) -> int | None:
         """An indexed file holding exactly these bytes (its vector can be shared)."""
-        row = self._db.execute("SELECT id FROM files WHERE hash = ? LIMIT 1", (digest,))
+        row = self._db.execute(
+            "SELECT id FROM files WHERE hash = ? AND parent IS NULL LIMIT 1", (digest,)
+        )
         found = row.fetchone()
         return None if found is None else found[0]
 
@@ -226,8 +251,11 @@ class Catalog:
 
     # -- files and vectors ----------------------------------------------------------------------
 
-    def insert_file(self, row: FileRow, vector: np.ndarray) -> int:
+    def insert_file(self, row: FileRow, vector: np.ndarray | None) -> int:
+        """A new row and its vector (None: a video's own row, whose segments have them)."""
         item_id = self._insert_row(row)
+        if vector is None:
+            return item_id
         blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
         self._write(
             "INSERT INTO vectors (id, vector) VALUES (?, ?)", (item_id, blob), vectors_change=True
@@ -244,18 +272,67 @@ class Catalog:
             vectors_change=True,
         )
         self._write(
-            "UPDATE texts SET (ocr, ocr_done) = (SELECT ocr, ocr_done FROM texts WHERE id = ?)"
-            " WHERE id = ?",
+            "UPDATE texts SET (ocr, ocr_done, body) ="
+            " (SELECT ocr, ocr_done, body FROM texts WHERE id = ?) WHERE id = ?",
             (source_id, item_id),
         )
+        self._write(
+            "INSERT INTO speech (id, share, segments) SELECT ?, share, segments FROM speech"
+            " WHERE id = ?",
+            (item_id, source_id),
+        )
         return item_id
+
+    def set_speech(self, item_id: int, share: float, segments: Sequence) -> None:
+        """What was said in a sound: the share of it that is speech and the timed segments
+        ((start, end, text) in seconds); the words themselves are its text body."""
+        self._write(
+            "INSERT OR REPLACE INTO speech (id, share, segments) VALUES (?, ?, ?)",
+            (item_id, float(share), json.dumps([list(s) for s in segments])),
+        )
+
+    def speech(self, item_id: int) -> tuple[float, list[tuple[float, float, str]]] | None:
+        row = self._db.execute(
+            "SELECT share, segments FROM speech WHERE id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return row[0], [tuple(s) for s in json.loads(row[1])]
+
+    def children(self, ids: Iterable[int]) -> list[int]:
+        """The segments of these videos."""
+        return [r[0] for r in self._select_in("SELECT id FROM files WHERE parent IN", ids)]
+
+    def spans(self, ids: Iterable[int]) -> dict[int, tuple[float, float]]:
+        """id -> (start, end) of the video segments among `ids`."""
+        rows = self._select_in(
+            "SELECT id, start_s, end_s FROM files WHERE parent IS NOT NULL AND id IN", ids
+        )
+        return {i: (start, end) for i, start, end in rows}
+
+    def has_segments(self) -> bool:
+        return self._remembered(
+            "has_segments", "SELECT 1 FROM files WHERE parent IS NOT NULL LIMIT 1"
+        )
 
     def _insert_row(self, row: FileRow) -> int:
         self._write("DELETE FROM skipped WHERE path = ?", (row.path,))
         cursor = self._write(
-            "INSERT INTO files (path, size, mtime_ns, hash, width, height, kind)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (row.path, row.size, row.mtime_ns, row.hash, row.width, row.height, row.kind),
+            "INSERT INTO files (path, size, mtime_ns, hash, width, height, kind, duration,"
+            " parent, start_s, end_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.path,
+                row.size,
+                row.mtime_ns,
+                row.hash,
+                row.width,
+                row.height,
+                row.kind,
+                row.duration,
+                row.parent,
+                row.start,
+                row.end,
+            ),
         )
         item_id = int(cursor.lastrowid)
         self._write(
@@ -265,7 +342,7 @@ class Catalog:
                 item_id,
                 row.caption or "",
                 row.embedded,
-                filename_words(row.path),
+                filename_words(file_path(row.path)),
                 row.body,
                 row.caption_stamp,
             ),
@@ -286,6 +363,17 @@ class Catalog:
         self._write(
             "UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE id = ?",
             (path, size, mtime_ns, item_id),
+        )
+        # A video's segments follow it: their paths are its path + NUL + start.
+        moved = self._db.execute("SELECT id, path FROM files WHERE parent = ?", (item_id,))
+        self._write(
+            "UPDATE files SET path = ? WHERE id = ?",
+            [(path + old[len(file_path(old)) :], i) for i, old in moved.fetchall()],
+            many=True,
+        )
+        self._write(
+            "UPDATE texts SET filename = ? WHERE id IN (SELECT id FROM files WHERE parent = ?)",
+            (filename_words(path), item_id),
         )
         self._write(
             "UPDATE texts SET filename = ?, caption = ?, caption_stamp = ? WHERE id = ?",
@@ -398,7 +486,15 @@ class Catalog:
         )
 
     def delete_files(self, ids: Iterable[int]) -> int:
-        """Delete files and (by cascade) their vectors; returns how many existed."""
+        """Delete files and (by cascade) their vectors and a video's segments; returns how many
+        existed (segments not counted)."""
+        ids = [int(i) for i in ids]
+        self._write(
+            "DELETE FROM files WHERE parent = ?",
+            [(i,) for i in ids],
+            many=True,
+            vectors_change=True,
+        )
         cursor = self._write(
             "DELETE FROM files WHERE id = ?",
             [(int(i),) for i in ids],
@@ -475,7 +571,9 @@ class Catalog:
         return found, matrix.reshape(len(rows), -1)
 
     def paths(self, ids: Iterable[int]) -> dict[int, bytes]:
-        return dict(self._select_in("SELECT id, path FROM files WHERE id IN", ids))
+        """id -> the file's path (a video segment's: its video's)."""
+        rows = self._select_in("SELECT id, path FROM files WHERE id IN", ids)
+        return {i: file_path(p) for i, p in rows}
 
     def sizes(self) -> dict[int, tuple[int, int]]:
         """id -> (pixels, bytes) of every file: which copy of a duplicate to keep."""
@@ -494,16 +592,17 @@ class Catalog:
 
     def _item_where(self, condition: str, value: Any) -> Item | None:
         row = self._db.execute(
-            "SELECT f.id, path, size, mtime_ns, width, height, t.caption, metadata, kind"
+            "SELECT f.id, path, size, mtime_ns, width, height, t.caption, metadata, kind,"
+            " duration, start_s, end_s"
             f" FROM files f LEFT JOIN texts t ON t.id = f.id WHERE f.{condition}",
             (value,),
         ).fetchone()
         if row is None:
             return None
-        item_id, path, size, mtime_ns, width, height, caption, metadata, kind = row
+        item_id, path, size, mtime_ns, width, height, caption, metadata, kind, *timing = row
         return Item(
             item_id,
-            os.fsdecode(path),
+            os.fsdecode(file_path(path)),
             size,
             mtime_ns / 1e9,
             width,
@@ -511,6 +610,7 @@ class Catalog:
             caption or None,
             json.loads(metadata),
             kind,
+            *timing,
         )
 
     def _select_in(self, sql: str, ids: Iterable[int]) -> list[tuple]:

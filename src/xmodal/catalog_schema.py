@@ -81,6 +81,22 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX verdicts_by_flagged ON verdicts (flagged);
     """,
+    # 5: sounds and videos. A video is a file row (its state, no vector) whose segments are
+    # rows of their own (parent = the video, path = the video's path + NUL + start, which no
+    # real path can be), each with a vector and a time range. What a sound says is its text
+    # body; the timed speech segments and the speech share are kept beside it.
+    """
+    ALTER TABLE files ADD COLUMN duration REAL;
+    ALTER TABLE files ADD COLUMN parent INTEGER REFERENCES files (id) ON DELETE CASCADE;
+    ALTER TABLE files ADD COLUMN start_s REAL;
+    ALTER TABLE files ADD COLUMN end_s REAL;
+    CREATE INDEX files_by_parent ON files (parent);
+    CREATE TABLE speech (
+        id INTEGER PRIMARY KEY REFERENCES files (id) ON DELETE CASCADE,
+        share REAL NOT NULL,  -- of the clip's length that is speech
+        segments TEXT NOT NULL  -- JSON [[start, end, text], ...] in seconds
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

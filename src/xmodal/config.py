@@ -14,6 +14,8 @@ class Settings:
     batch_size: int = 32
     # Above this many pixels an image is refused as a likely decompression bomb.
     max_image_pixels: int = 100_000_000
+    # Audio longer than this is cut there (a file) or refused (a query or upload).
+    max_audio_seconds: float = 600.0
     num_threads: int | None = None  # the model's intra-op threads; None: engine/threads.py
     decode_workers: int | None = None  # indexing's decode threads; None: engine/threads.py
     lite_runtime: str = "auto"  # how lite's image tower runs: auto, onnx or torch
@@ -35,6 +37,7 @@ class Settings:
             model=env.get("XMODAL_MODEL") or DEFAULT_MODEL,
             batch_size=int(env.get("XMODAL_BATCH_SIZE", cls.batch_size)),
             max_image_pixels=int(env.get("XMODAL_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
+            max_audio_seconds=float(env.get("XMODAL_MAX_AUDIO_SECONDS", cls.max_audio_seconds)),
             num_threads=int(threads) if threads else None,
             decode_workers=int(workers) if workers else None,
             lite_runtime=env.get("XMODAL_LITE_RUNTIME") or cls.lite_runtime,

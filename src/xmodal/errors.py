@@ -20,6 +20,15 @@ class ImageTooLargeError(ImageLoadError):
     """An image over the pixel limit (a likely decompression bomb), refused before decoding."""
 
 
+class AudioLoadError(XmodalError):
+    """An input could not be read as audio (or a video's frames or sound)."""
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+
 class InvalidInputError(XmodalError, ValueError):
     """Arguments that can never work: empty label lists, empty queries, bad names."""
 

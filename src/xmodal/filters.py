@@ -11,7 +11,8 @@ JSON form (the Python API and the server): an object whose keys must all hold.
                                                    means that whole day
     {"path": {"prefix": "/photos/2024/"}}          path prefix (or a list: any of them); a plain
                                                    string is the exact path
-    {"type": "text"}                               the item's kind: image, or text (a .txt/.md)
+    {"type": "text"}                               the item's kind: image, text (a .txt/.md),
+                                                   audio, or video (a video's segments)
     {"metadata.size": 3}                           a metadata key named like a built-in field
 Operators: "=", "<", "<=", ">", ">=", and "prefix" on path.
 
@@ -41,9 +42,9 @@ BUILTIN = {
     "height": "height",
     "mtime": "mtime_ns",
     "path": "path",
-    "type": "kind",  # image or text
+    "type": "kind",  # image, text, audio or video
 }
-ITEM_TYPES = ("image", "text")
+ITEM_TYPES = ("image", "text", "audio", "video")
 COMPARISONS = ("=", "<", "<=", ">", ">=")
 METADATA_PREFIX = "metadata."
 _CLI_TERM = re.compile(r"^(?P<key>[^<>=^]+?)\s*(?P<op>>=|<=|\^=|=|<|>)\s*(?P<value>.*)$", re.S)

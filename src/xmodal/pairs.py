@@ -26,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal.audio import AUDIO_EXTENSIONS
 from xmodal.errors import InvalidInputError, MissingDataError
 from xmodal.images import IMAGE_EXTENSIONS
 from xmodal.scan import display_path, scan
 
-IMAGE_KEYS = ("image", "path", "filepath")
+IMAGE_KEYS = ("image", "path", "filepath", "audio")
 CAPTION_KEYS = ("caption", "text", "title")
 CSV_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -307,13 +308,13 @@ def _numbered_lines(f, name: str) -> Iterator[tuple[int, str]]:
 
 
 def _load_folder(root: Path) -> PairSet:
-    found = scan([root])
+    found = scan([root], extensions=IMAGE_EXTENSIONS | AUDIO_EXTENSIONS)
     images = [Path(os.fsdecode(f.path)) for f in found.files]
     problems = [(display_path(p), why) for p, why in found.problems]
     if not images:
         raise InvalidInputError(
-            f"{display_path(root)}: no images found (looked for "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+            f"{display_path(root)}: no images or sounds found (looked for "
+            f"{', '.join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS))})"
         )
     if any(image.with_suffix(".txt").is_file() for image in images):
         pairset = PairSet([], problems, root, "captions")

@@ -1,6 +1,7 @@
-"""Walking folders for image (and text) files: one stat per file, safe with symlink loops and
-odd names. Sidecar captions (NAME.txt, NAME.jpg.json ... beside NAME.jpg) are not items: their
-sizes and mtimes become the image's `sidecars` stamp, so an edited caption is noticed.
+"""Walking folders for image (and text, sound, video) files: one stat per file, safe with symlink
+loops and odd names. Sidecar captions (NAME.txt, NAME.jpg.json ... beside NAME.jpg or NAME.wav)
+are not items: their sizes and mtimes become the file's `sidecars` stamp, so an edited caption
+is noticed.
 
 Everything here works on bytes paths (os.fsencode), so a file name that is not valid UTF-8 is
 found, stored and opened like any other; `display_path` makes one printable.
@@ -13,11 +14,15 @@ import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from xmodal.audio import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from xmodal.images import IMAGE_EXTENSIONS
 from xmodal.itemtext import SIDECAR_EXTENSIONS, sidecar_candidates
 
 PathLike = str | bytes | os.PathLike
-_IMAGE_EXTS = frozenset(e.encode() for e in IMAGE_EXTENSIONS)
+# Files that sidecar captions can belong to.
+_CAPTIONED_EXTS = frozenset(
+    e.encode() for e in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
+)
 _SIDECAR_EXTS = frozenset(e.encode() for e in SIDECAR_EXTENSIONS)
 
 
@@ -133,13 +138,13 @@ def scan(
             elif stat.S_ISREG(st.st_mode) and is_image:
                 here.append((entry.name, entry.path, st))
         for name, _, _ in here:
-            if os.path.splitext(name)[1].lower() in _IMAGE_EXTS:
+            if os.path.splitext(name)[1].lower() in _CAPTIONED_EXTS:
                 claimed.update(n for n in sidecar_candidates(name) if n in beside)
         for name, path, st in here:
             if name in claimed:
                 continue  # a caption of an image beside it, not an item of its own
             sidecars = ""
-            if os.path.splitext(name)[1].lower() in _IMAGE_EXTS:
+            if os.path.splitext(name)[1].lower() in _CAPTIONED_EXTS:
                 sidecars = _stamp(name, lambda n, b=beside: _entry_stat(b.get(n)))
             add_file(path, st, sidecars)
     result.files.sort(key=lambda f: f.path)

@@ -101,8 +101,9 @@ def index_cmd(
     batch_size,
     engine,
 ):
-    """Index images and text files (.txt, .md) under PATHS (folders or files); re-runs
-    embed only what changed.
+    """Index images, text files (.txt, .md), sounds (WAV, FLAC, OGG, MP3, M4A...; when the
+    model hears) and videos (as segments) under PATHS (folders or files); re-runs embed only
+    what changed.
 
     Captions come with them: sidecar files (NAME.txt, NAME.json beside NAME.jpg), descriptions
     embedded in the image (EXIF, XMP, IPTC) and the file name; --ocr adds printed words.
@@ -161,8 +162,8 @@ def index_cmd(
             click.echo(f"judged {report.moderated} image(s) against moderation categories")
 
 
-def _query_terms(query, images, negatives, negative_images):
-    from xmodal.engine.query import IMAGE, TEXT, QueryTerm, split_weight
+def _query_terms(query, images, negatives, negative_images, sounds=(), negative_sounds=()):
+    from xmodal.engine.query import AUDIO, IMAGE, TEXT, QueryTerm, split_weight
 
     terms = []
     for kind, values, sign in (
@@ -170,6 +171,8 @@ def _query_terms(query, images, negatives, negative_images):
         (TEXT, negatives, -1),
         (IMAGE, images, 1),
         (IMAGE, negative_images, -1),
+        (AUDIO, sounds, 1),
+        (AUDIO, negative_sounds, -1),
     ):
         for raw in values:
             value, weight = split_weight(raw)
@@ -181,7 +184,7 @@ def _hit_record(hit) -> dict:
     from xmodal.scan import display_path
 
     record = {"id": hit.id, "path": display_path(hit.path), "score": round(hit.score, 6)}
-    for name in ("vector_score", "text_score"):
+    for name in ("vector_score", "text_score", "start", "end"):
         value = getattr(hit, name)
         if value is not None:
             record[name] = round(value, 6)
@@ -214,6 +217,10 @@ def _parse_where(terms: Sequence[str]):
 @click.option("--image", "-i", "images", multiple=True, help="more like this image (PATH[^W])")
 @click.option("--not", "negatives", multiple=True, help="less like this text (TEXT[^W])")
 @click.option("--not-image", "negative_images", multiple=True, help="less like this image")
+@click.option(
+    "--audio", "-a", "sounds", multiple=True, help="more like this sound (PATH[^W]: WAV, MP3...)"
+)
+@click.option("--not-audio", "negative_sounds", multiple=True, help="less like this sound")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threshold", type=float, default=None, help="only results scoring at least this")
 @click.option(
@@ -249,9 +256,9 @@ def _parse_where(terms: Sequence[str]):
 @click.option(
     "--type",
     "item_type",
-    type=click.Choice(["image", "text"]),
+    type=click.Choice(["image", "text", "audio", "video"]),
     default=None,
-    help="only items of this type",
+    help="only items of this type (video: segments of videos)",
 )
 @click.option("--include-flagged", is_flag=True, help="also show items that moderation flagged")
 @click.option("--json", "as_json", is_flag=True)
@@ -263,6 +270,8 @@ def search_cmd(
     images,
     negatives,
     negative_images,
+    sounds,
+    negative_sounds,
     k,
     threshold,
     where,
@@ -275,9 +284,10 @@ def search_cmd(
     db,
     model_name,
 ) -> None:
-    """Search the collection with a text QUERY, images, or a weighted mix of both.
+    """Search the collection with a text QUERY, images, sounds, or a weighted mix.
 
     A term may end in ^WEIGHT: xmodal search "beach^2" --image me.jpg --not "people^0.5"
+    By sound: xmodal search --audio bark.wav --type image
 
     Filters: xmodal search "sunset" --where album=trip --where "size>100000"
     --where "mtime>=2024-01-01" --where path^=/photos/2024/
@@ -307,11 +317,13 @@ def search_cmd(
                 hits = collection.search(text, k, vector=vector, **options)
                 click.echo(_hits_json(text, hits))
             return
-        terms = _query_terms(query, images, negatives, negative_images)
+        terms = _query_terms(query, images, negatives, negative_images, sounds, negative_sounds)
         if not terms:
-            raise click.UsageError("give a text QUERY, --image, or --queries FILE")
+            raise click.UsageError("give a text QUERY, --image, --audio, or --queries FILE")
         if mode == "text" and (not query or len(terms) > 1):
-            raise click.UsageError("--mode text takes a text QUERY alone (no images, no --not)")
+            raise click.UsageError(
+                "--mode text takes a text QUERY alone (no images, sounds or --not)"
+            )
         if collection.count() == 0:
             hits = []
         elif query:
@@ -327,7 +339,15 @@ def search_cmd(
         if not hits:
             click.echo("no results")
         for rank, hit in enumerate(hits, 1):
-            click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}")
+            span = "" if hit.start is None else f"  [{_clock(hit.start)}-{_clock(hit.end)}]"
+            click.echo(f"{rank:>3}  {hit.score:.4f}  {display_path(hit.path)}{span}")
+
+
+def _clock(seconds: float) -> str:
+    """12.5 -> '0:12.5', 3725 -> '1:02:05.0'."""
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{secs:04.1f}" if hours else f"{minutes}:{secs:04.1f}"
 
 
 @click.command("dedup")

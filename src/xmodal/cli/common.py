@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 import click
 import numpy as np
 
-from xmodal.errors import CollectionBusyError, ImageLoadError, XmodalError
+from xmodal.errors import AudioLoadError, CollectionBusyError, ImageLoadError, XmodalError
 
 MODEL_HELP = (
     "model (default: $XMODAL_MODEL or 'lite'): lite, lite-en, openclip:ARCH/TAG, "
@@ -96,17 +96,22 @@ def load_encoder(model_name: str | None, batch_size: int | None = None, device: 
 
 
 def embed_paths(encoder, paths: Sequence[str]) -> Iterator[tuple[str, np.ndarray | None, str]]:
-    """Yield (path, vector, "") per readable image and (path, None, reason) per unreadable one.
+    """Yield (path, vector, "") per readable image or sound (by its extension, when the model
+    hears) and (path, None, reason) per unreadable one.
 
     Images are loaded a batch at a time so one bad file costs only itself and memory stays
     bounded by the batch size.
     """
+    from xmodal.audio import is_audio_file
     from xmodal.images import load_image
 
     for start in range(0, len(paths), encoder.batch_size):
         chunk = paths[start : start + encoder.batch_size]
         loaded, names = [], []
         for path in chunk:
+            if is_audio_file(path):
+                yield path, *_embed_sound(encoder, path)
+                continue
             try:
                 loaded.append(load_image(path))
                 names.append(path)
@@ -114,6 +119,17 @@ def embed_paths(encoder, paths: Sequence[str]) -> Iterator[tuple[str, np.ndarray
                 yield path, None, e.reason
         vectors = encoder.embed_images(loaded) if loaded else []
         yield from ((name, vec, "") for name, vec in zip(names, vectors))
+
+
+def _embed_sound(encoder, path: str) -> tuple[np.ndarray | None, str]:
+    from xmodal.models.base import AUDIO
+
+    if AUDIO not in encoder.modalities:
+        return None, f"{encoder.name} does not embed sounds"
+    try:
+        return encoder.embed_audio([path])[0], ""
+    except AudioLoadError as e:
+        return None, e.reason
 
 
 def warn_skipped(skipped: Sequence[tuple[str, str]]) -> None:

@@ -22,7 +22,7 @@ from xmodal.cli.shards import embed_to_shards, engine_options
 
 @click.group("embed")
 def embed_cmd() -> None:
-    """Embed texts or images: JSON Lines on stdout, or a .npy matrix with -o."""
+    """Embed texts, images or sounds: JSON Lines on stdout, or a .npy matrix with -o."""
 
 
 def _npy_path(out: str) -> Path:
@@ -101,7 +101,32 @@ def embed_image_cmd(paths, output, shards, model_name, device, batch_size, engin
         raise click.UsageError("--engine ray writes Parquet shards: give --out SHARDS/, not -o")
     if engine is not None:
         sys.exit(1 if embed_to_shards(engine, paths, shards, model_name, batch_size) else 0)
-    encoder = load_encoder(model_name, batch_size, device)
+    _embed_files(load_encoder(model_name, batch_size, device), paths, output)
+
+
+@embed_cmd.command("audio")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    default=None,
+    help="write a .npy matrix instead of JSON, and OUT.paths.json with the path of each row",
+)
+@model_option
+@device_option()
+@batch_option
+def embed_audio_cmd(paths, output, model_name, device, batch_size) -> None:
+    """Embed sounds at PATHS (WAV, FLAC, OGG, MP3, M4A...; with a model that hears);
+    unreadable files are reported and make the exit code 1."""
+    from xmodal.audio import is_audio_file
+
+    not_audio = [p for p in paths if not is_audio_file(p)]
+    if not_audio:
+        raise click.UsageError(f"not a sound file (by its extension): {not_audio[0]}")
+    _embed_files(load_encoder(model_name, batch_size, device), paths, output)
+
+
+def _embed_files(encoder, paths, output) -> None:
     keys, vectors, skipped = [], [], []
     for path, vec, reason in embed_paths(encoder, list(paths)):
         if vec is None:
@@ -136,12 +161,15 @@ def embed_image_cmd(paths, output, shards, model_name, device, batch_size, engin
 @device_option()
 @batch_option
 def classify_cmd(paths, labels, templates, top, as_json, model_name, device, batch_size) -> None:
-    """Zero-shot classify images at PATHS against LABELS, best label first."""
-    from xmodal.engine.zeroshot import ZeroShotClassifier, parse_labels
+    """Zero-shot classify images (and sounds, when the model hears) at PATHS against LABELS,
+    best label first."""
+    from xmodal.audio import is_audio_file
+    from xmodal.engine.zeroshot import SOUND_TEMPLATES, ZeroShotClassifier, parse_labels
 
     label_list = parse_labels(labels)  # bad labels fail before the model loads
     encoder = load_encoder(model_name, batch_size, device)
     classifier = ZeroShotClassifier(encoder, label_list, templates)
+    sound_classifier = None  # sounds are labelled with sound prompts unless --template is given
     shown = top if top or as_json else 3
     failed = 0
     if not as_json:
@@ -151,7 +179,12 @@ def classify_cmd(paths, labels, templates, top, as_json, model_name, device, bat
             failed += 1
             warn(f"error: {path}: {reason}")
             continue
-        ranked = classifier.rank(vec[None, :], shown)[0]
+        judge = classifier
+        if is_audio_file(path) and not templates:
+            if sound_classifier is None:
+                sound_classifier = ZeroShotClassifier(encoder, label_list, SOUND_TEMPLATES)
+            judge = sound_classifier
+        ranked = judge.rank(vec[None, :], shown)[0]
         if as_json:
             labels_out = [{"label": s.label, "score": round(s.score, 6)} for s in ranked]
             click.echo(json.dumps({"path": path, "labels": labels_out}, ensure_ascii=False))

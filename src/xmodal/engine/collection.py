@@ -31,6 +31,7 @@ from xmodal.engine.ann import AnnState
 from xmodal.engine.dedup import DuplicateGroup, SearchHit
 from xmodal.engine.indexer import Indexer, IndexReport, Reader
 from xmodal.engine.lock import WriterLock
+from xmodal.engine.media import media_extensions
 from xmodal.engine.searching import Searching
 from xmodal.engine.threads import indexing_plan, query_plan
 from xmodal.errors import (
@@ -178,7 +179,19 @@ class Collection(Searching):
         if bound is not None and int(bound) != encoder.dim:
             raise self._mismatch(f"{encoder.name} ({encoder.dim}-d)")
         self._catalog.set_meta("dim", str(encoder.dim), only_if_missing=True)
+        # Remembered, so a run with nothing to embed knows which files to scan without loading
+        # the model; refreshed at each load (installing the audio extra lets lite hear).
+        modalities = ",".join(sorted(encoder.modalities))
+        if self._catalog.meta("modalities") != modalities:
+            self._catalog.set_meta("modalities", modalities)
         self._encoder = encoder
+
+    def modalities(self) -> frozenset[str]:
+        """What the collection's model embeds (from the catalog when known, else loaded)."""
+        known = self._catalog.meta("modalities")
+        if known is None:
+            return self.encoder.modalities
+        return frozenset(known.split(","))
 
     def _mismatch(self, asked: str) -> ModelMismatchError:
         dim = self._catalog.meta("dim")
@@ -258,7 +271,8 @@ class Collection(Searching):
         started = time.perf_counter()
         self._ann.refresh()
         roots = [to_bytes(p) for p in paths] or self._catalog.roots()
-        found = scan(roots, follow_symlinks=follow_symlinks, extensions=INDEXED_EXTENSIONS)
+        extensions = INDEXED_EXTENSIONS | media_extensions(self.modalities())
+        found = scan(roots, follow_symlinks=follow_symlinks, extensions=extensions)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)
         plan = indexing_plan()

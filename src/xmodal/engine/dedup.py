@@ -21,6 +21,8 @@ class SearchHit:
     score: float  # the cosine; in hybrid search the fused score, with both parts beside it
     vector_score: float | None = None  # hybrid search: the cosine
     text_score: float | None = None  # hybrid and text search: the full-text score
+    start: float | None = None  # a video segment's time range in seconds
+    end: float | None = None
 
 
 @dataclass(frozen=True)

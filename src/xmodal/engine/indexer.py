@@ -16,6 +16,7 @@ else decoded and embedded.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -27,12 +28,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from xmodal.catalog import IMAGE_KIND, TEXT_KIND, Catalog, FileRow, FileState
+from xmodal.audio import is_audio_file
+from xmodal.catalog import (
+    AUDIO_KIND,
+    IMAGE_KIND,
+    TEXT_KIND,
+    VIDEO_KIND,
+    Catalog,
+    FileRow,
+    FileState,
+    segment_path,
+)
+from xmodal.engine.media import (
+    AudioInput,
+    VideoInput,
+    VideoPart,
+    embed_video,
+    hash_file,
+    is_media,
+    read_audio,
+    read_video,
+)
 from xmodal.engine.threads import blas_threads, model_batch
-from xmodal.errors import ImageLoadError, InvalidInputError
+from xmodal.errors import AudioLoadError, ImageLoadError, InvalidInputError
 from xmodal.images import decode_image
 from xmodal.itemtext import embedded_text, is_text_item, read_text_item, sidecar_texts
-from xmodal.models.base import Encoder
+from xmodal.models.base import AUDIO, Encoder, Heard
 from xmodal.scan import FoundFile, is_under
 
 # Moves, copies and skips need no model: commit them at least this often anyway.
@@ -75,6 +96,10 @@ class TextBody:
     text: str
 
 
+# What a model embeds other than an image.
+_NOT_IMAGES = (Embedded, TextBody, AudioInput, VideoInput)
+
+
 @dataclass
 class FileRead:
     """One file read and hashed; what a reader given to Indexer yields per file."""
@@ -89,21 +114,71 @@ class FileRead:
     embedded: str = ""  # descriptions embedded in the file (EXIF, XMP, IPTC, PNG text)
     kind: str = IMAGE_KIND
     body: str = ""  # a text item's content
+    duration: float | None = None  # seconds of a sound or video
+
+
+def _unreadable(found: FoundFile, e: OSError) -> FileRead:
+    if isinstance(e, FileNotFoundError):
+        return FileRead(found, error="file not found (deleted while indexing?)")
+    if isinstance(e, PermissionError):
+        return FileRead(found, error="permission denied")
+    return FileRead(found, error=f"cannot read file: {e.strerror or e}")
+
+
+def read_media(
+    found: FoundFile, known: Container[bytes], encoder: Callable[[], Encoder]
+) -> FileRead:
+    """A sound or a video: hashed in chunks (it may be huge), decoded from its path."""
+    try:
+        digest, st = hash_file(found.path)
+    except OSError as e:
+        return _unreadable(found, e)
+    found = FoundFile(found.path, st.st_size, st.st_mtime_ns, found.sidecars)
+    caption = sidecar_texts(found.path)
+    try:
+        if is_audio_file(found.path):
+            if AUDIO not in encoder().modalities:
+                return FileRead(found, digest, error=f"{encoder().name} does not embed sounds")
+            if digest in known:
+                return FileRead(found, digest, caption=caption, kind=AUDIO_KIND)
+            audio = read_audio(found.path, encoder())
+            return FileRead(
+                found,
+                digest,
+                prepared=audio,
+                caption=caption,
+                kind=AUDIO_KIND,
+                duration=audio.clip.duration,
+            )
+        # A video is never shared by hash: its segments are rows of their own.
+        video = read_video(found.path)
+    except (AudioLoadError, ImageLoadError) as e:
+        return FileRead(found, digest, error=e.reason)
+    except Exception as e:  # a decoder bug on one odd file must not end a run over thousands
+        return FileRead(found, digest, error=f"unexpected decoder error: {type(e).__name__}: {e}")
+    return FileRead(
+        found,
+        digest,
+        prepared=video,
+        width=video.width,
+        height=video.height,
+        caption=caption,
+        kind=VIDEO_KIND,
+        duration=video.duration,
+    )
 
 
 def read_file(
     found: FoundFile, known: Container[bytes], encoder: Callable[[], Encoder]
 ) -> FileRead:
+    if is_media(found.path):
+        return read_media(found, known, encoder)
     try:
         with open(found.path, "rb") as f:
             st = os.fstat(f.fileno())
             data = f.read()
-    except FileNotFoundError:
-        return FileRead(found, error="file not found (deleted while indexing?)")
-    except PermissionError:
-        return FileRead(found, error="permission denied")
     except OSError as e:
-        return FileRead(found, error=f"cannot read file: {e.strerror or e}")
+        return _unreadable(found, e)
     found = FoundFile(found.path, st.st_size, st.st_mtime_ns, found.sidecars)
     digest = hashlib.blake2b(data, digest_size=16).digest()
     if is_text_item(found.path):
@@ -192,6 +267,8 @@ class Indexer:
         self._unembedded: list[FileRead] = []  # those of _waiting not yet run through the model
         self._model_batch: int | None = None  # chosen once the model is loaded
         self._vectors: dict[bytes, np.ndarray] = {}  # hash -> vector, during a flush
+        self._heard: dict[bytes, Heard] = {}  # hash -> what was said in a sound, during a flush
+        self._parts: dict[bytes, list[VideoPart]] = {}  # hash -> a video's segments
         self._batch_ids: dict[bytes, int] = {}  # hash -> id inserted, during a flush
 
     def run(
@@ -261,9 +338,9 @@ class Indexer:
             bar = tqdm(total=len(files), unit="image", desc="indexing")
         pool = None
         if self.reader is not None:
-            # Text items are read here: a remote reader embeds images.
-            texts = [f for f in files if is_text_item(f.path)]
-            images = [f for f in files if not is_text_item(f.path)]
+            # Text items, sounds and videos are read here: a remote reader embeds images.
+            texts = [f for f in files if is_text_item(f.path) or is_media(f.path)]
+            images = [f for f in files if not (is_text_item(f.path) or is_media(f.path))]
             remote = self.reader(images, set(self._known)) if images else iter(())
             local = (read_file(f, self._known, self.encoder) for f in texts)
             reads = itertools.chain(local, remote)
@@ -336,7 +413,11 @@ class Indexer:
             report.updated += 1
         else:
             report.added += 1
-        if read.hash in self._known:
+        if read.kind == VIDEO_KIND:
+            self._waiting[read.hash + f.path] = read  # copies of a video are embedded apart
+            self._unembedded.append(read)
+            self._act(self._insert_video, read)
+        elif read.hash in self._known:
             self._act(self._insert_copy, read, self._known[read.hash])
         elif read.hash in self._waiting:
             self._act(self._insert_copy, read, None)  # its source is embedded in this batch
@@ -374,8 +455,16 @@ class Indexer:
         """Vectors for the images waiting that have none yet."""
         reads, self._unembedded = self._unembedded, []
         # Vectors embedded elsewhere are taken as they are; the model loads only for the rest.
-        images = [r for r in reads if not isinstance(r.prepared, (Embedded, TextBody))]
+        images = [r for r in reads if not isinstance(r.prepared, _NOT_IMAGES)]
         texts = [r for r in reads if isinstance(r.prepared, TextBody)]
+        sounds = [r for r in reads if isinstance(r.prepared, AudioInput)]
+        for r in reads:
+            if isinstance(r.prepared, VideoInput):
+                self._parts[r.hash + r.found.path] = list(embed_video(r.prepared, self.encoder()))
+        if sounds:
+            heard = self.encoder().hear([r.prepared.clip for r in sounds])
+            self._heard.update((r.hash, h) for r, h in zip(sounds, heard))
+            self._vectors.update((r.hash, h.vector) for r, h in zip(sounds, heard))
         if images:
             vectors = self.encoder().embed_prepared([r.prepared for r in images])
             self._vectors.update((r.hash, v) for r, v in zip(images, vectors))
@@ -397,6 +486,7 @@ class Indexer:
             for action in self._actions:
                 action()
         self._actions, self._waiting, self._vectors, self._batch_ids = [], {}, {}, {}
+        self._heard, self._parts = {}, {}
 
     def _row(self, read: FileRead, width: int, height: int) -> FileRow:
         f = read.found
@@ -412,13 +502,38 @@ class Indexer:
             f.sidecars,
             read.kind,
             read.body,
+            read.duration,
         )
 
     def _insert_embedded(self, read: FileRead) -> None:
         row = self._row(read, read.width, read.height)
+        heard = self._heard.get(read.hash)
+        if heard is not None:
+            row = dataclasses.replace(row, body=heard.transcript)
         new_id = self.catalog.insert_file(row, self._vectors[read.hash])
+        if heard is not None and heard.segments:
+            self.catalog.set_speech(new_id, heard.speech_share, heard.segments)
         self._batch_ids[read.hash] = new_id
         self._inserted(new_id, read.hash)
+
+    def _insert_video(self, read: FileRead) -> None:
+        """The video's row (its file state, no vector), then a row per segment."""
+        parent = self.catalog.insert_file(self._row(read, read.width, read.height), None)
+        self._known.setdefault(read.hash, parent)
+        for part in self._parts[read.hash + read.found.path]:
+            row = dataclasses.replace(
+                self._row(read, part.width, part.height),
+                path=segment_path(read.found.path, part.start),
+                caption=None,
+                body=part.heard.transcript if part.heard else "",
+                parent=parent,
+                start=part.start,
+                end=part.end,
+            )
+            new_id = self.catalog.insert_file(row, part.vector)
+            if part.heard is not None and part.heard.segments:
+                self.catalog.set_speech(new_id, part.heard.speech_share, part.heard.segments)
+            self.inserted.append(new_id)
 
     def _insert_copy(self, read: FileRead, source: int | None) -> None:
         if source is None:
@@ -433,6 +548,7 @@ class Indexer:
         self.inserted.append(new_id)
 
     def _delete(self, item_id: int) -> None:
+        self.deleted.extend(self.catalog.children([item_id]))
         self.catalog.delete_files([item_id])
         self.deleted.append(item_id)
 
@@ -443,6 +559,7 @@ class Indexer:
         if not (leftover or stale_skips):
             return
         with self.catalog.transaction():
+            self.deleted.extend(self.catalog.children(leftover))
             self.report.removed += self.catalog.delete_files(leftover)
             self.catalog.forget_skips(stale_skips)
         self.deleted.extend(leftover)

@@ -1,4 +1,5 @@
-"""Mixed queries: texts and images, each with a weight, positive ("more like this") or negative.
+"""Mixed queries: texts, images and sounds, each with a weight, positive ("more like this")
+or negative.
 
 The query vector is the normalised weighted sum of the terms' embeddings, so a negative term
 pushes results away from what it describes. One text is the common case and costs one encode.
@@ -11,25 +12,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xmodal.audio import AudioSource
 from xmodal.errors import InvalidInputError
 from xmodal.images import ImageSource
 from xmodal.models.base import Encoder
 
 TEXT = "text"
 IMAGE = "image"
+AUDIO = "audio"
+KINDS = (TEXT, IMAGE, AUDIO)
 # Below this norm the weighted terms cancel out and the query has no direction.
 _MIN_QUERY_NORM = 1e-3
 
 
 @dataclass(frozen=True)
 class QueryTerm:
-    kind: str  # TEXT or IMAGE
-    value: str | ImageSource
+    kind: str  # TEXT, IMAGE or AUDIO
+    value: str | ImageSource | AudioSource
     weight: float = 1.0
 
     def __post_init__(self):
-        if self.kind not in (TEXT, IMAGE):
-            raise InvalidInputError(f"query term kind must be text or image, not {self.kind!r}")
+        if self.kind not in KINDS:
+            raise InvalidInputError(
+                f"query term kind must be text, image or audio, not {self.kind!r}"
+            )
         if not np.isfinite(self.weight) or self.weight == 0:
             raise InvalidInputError(f"query term weight must be a non-zero number: {self.weight}")
 
@@ -56,17 +62,20 @@ def query_vector(encoder: Encoder, terms: Sequence[QueryTerm]) -> np.ndarray:
     check_terms(terms)
     texts = [t for t in terms if t.kind == TEXT]
     images = [t for t in terms if t.kind == IMAGE]
+    sounds = [t for t in terms if t.kind == AUDIO]
     parts = []
     if texts:
         parts.append(encoder.embed_texts([str(t.value) for t in texts]))
     if images:
         parts.append(encoder.embed_images([t.value for t in images]))
-    return combine(np.concatenate(parts), [t.weight for t in texts + images])
+    if sounds:
+        parts.append(encoder.embed_audio([t.value for t in sounds]))
+    return combine(np.concatenate(parts), [t.weight for t in texts + images + sounds])
 
 
 def check_terms(terms: Sequence[QueryTerm]) -> None:
     if not terms:
-        raise InvalidInputError("empty query: give a text, an image, or both")
+        raise InvalidInputError("empty query: give a text, an image or a sound")
     if all(t.weight < 0 for t in terms):
         raise InvalidInputError("a query needs at least one positive term, not only negatives")
 

@@ -3,11 +3,13 @@ and near-duplicates. A part of Collection (engine/collection.py), apart for its 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import numpy as np
 
+from xmodal.audio import AudioSource
 from xmodal.engine import hybrid
 from xmodal.engine.dedup import DuplicateGroup, SearchHit, near_duplicates
 from xmodal.errors import InvalidInputError
@@ -51,7 +53,7 @@ class Searching:
             vector = self.encoder.embed_texts([text])[0]
         if mode == hybrid.VECTOR:
             return self.search_vectors(vector, k, threshold, where, include_flagged)[0]
-        return hybrid.search(
+        hits = hybrid.search(
             self._catalog,
             lambda v, n: self.search_vectors(v, n, None, where, include_flagged)[0],
             text,
@@ -63,6 +65,7 @@ class Searching:
             threshold=threshold,
             fusion=fused,
         )
+        return self._timed([hits])[0]
 
     def search_vectors(
         self,
@@ -87,11 +90,30 @@ class Searching:
         paths = self._catalog.paths(np.concatenate([h.ids for h in results]))
         # An id that another process deleted since the index was brought in step has no path:
         # dropped, it was gone a moment later anyway.
+        return self._timed(
+            [
+                [
+                    SearchHit(int(i), os.fsdecode(paths[int(i)]), float(s))
+                    for i, s in zip(hits.ids, hits.scores)
+                    if int(i) in paths and (threshold is None or s >= threshold)
+                ]
+                for hits in results
+            ]
+        )
+
+    def _timed(self, results: list[list[SearchHit]]) -> list[list[SearchHit]]:
+        """Video segments among the hits get their time ranges."""
+        if not self._catalog.has_segments():
+            return results
+        spans = self._catalog.spans([h.id for hits in results for h in hits])
+        if not spans:
+            return results
         return [
             [
-                SearchHit(int(i), os.fsdecode(paths[int(i)]), float(s))
-                for i, s in zip(hits.ids, hits.scores)
-                if int(i) in paths and (threshold is None or s >= threshold)
+                dataclasses.replace(h, start=spans[h.id][0], end=spans[h.id][1])
+                if h.id in spans
+                else h
+                for h in hits
             ]
             for hits in results
         ]
@@ -124,6 +146,18 @@ class Searching:
         if self.count() == 0:
             return []
         return self.search_vectors(self.encoder.embed_images([image]), k, threshold, where)[0]
+
+    def search_audio(
+        self,
+        audio: AudioSource,
+        k: int = 10,
+        threshold: float | None = None,
+        where: Filter | dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """The k nearest items to a sound (a path, bytes, or (samples, rate))."""
+        if self.count() == 0:
+            return []
+        return self.search_vectors(self.encoder.embed_audio([audio]), k, threshold, where)[0]
 
     def near_duplicates(self, threshold: float = 0.95) -> list[DuplicateGroup]:
         """Groups of items whose vectors score above threshold with the group's first item.

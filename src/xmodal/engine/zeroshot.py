@@ -50,6 +50,10 @@ def _check_templates(templates: Sequence[str]) -> list[str]:
     return templates
 
 
+# Prompts for labelling sounds (a model's image templates say "a photo of").
+SOUND_TEMPLATES = ("the sound of a {}.", "a recording of a {}.", "{}")
+
+
 def _templates_for(encoder: Encoder, templates: Sequence[str] | None) -> list[str]:
     return _check_templates(
         templates or getattr(encoder, "default_templates", None) or DEFAULT_TEMPLATES

@@ -1,4 +1,4 @@
-"""Embed a pair set once: every unique image and caption through one encoder."""
+"""Embed a pair set once: every unique image (or sound) and caption through one encoder."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.errors import ImageLoadError, InvalidInputError
+from xmodal.audio import is_audio_file
+from xmodal.errors import AudioLoadError, ImageLoadError, InvalidInputError
 from xmodal.images import load_image
 from xmodal.models.base import Encoder
 from xmodal.pairs import PairSet, group_pairs
@@ -40,6 +41,12 @@ def embed_pairs(
     for batch in _progress(_batches(unique, size), len(unique), progress):
         loaded = []
         for path in batch:
+            if is_audio_file(path):  # sounds are heard one by one: clips differ in length
+                try:
+                    vectors[path] = encoder.embed_audio([path])[0]
+                except AudioLoadError as e:
+                    skipped.append((pairset.relative(path), e.reason))
+                continue
             try:
                 loaded.append((path, load_image(path)))
             except ImageLoadError as e:

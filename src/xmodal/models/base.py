@@ -1,6 +1,7 @@
 """The encoder contract every backend implements.
 
-A backend implements `_encode_texts` and `_encode_images`, each on one batch at a time.
+A backend implements `_encode_texts` and `_encode_images` (and `_encode_audio` when it hears),
+each on one batch at a time.
 Everything else (input checks, image loading, batching, progress, normalisation, dtype) is done
 here, once. Backends whose per-image work (resize, normalise) can run apart from the model split
 `_encode_images` into `prepare_image` (one image, thread-safe, runs in pipeline workers) and
@@ -9,19 +10,23 @@ here, once. Backends whose per-image work (resize, normalise) can run apart from
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from xmodal.audio import AudioSource, Clip, load_audio
 from xmodal.errors import InvalidInputError, UnsupportedModalityError
 from xmodal.images import ImageSource, load_image
 from xmodal.models.preprocess import ImageTransform
 
 TEXT = "text"
 IMAGE = "image"
+AUDIO = "audio"
 
 # Below this many items a progress bar is noise.
 _PROGRESS_MIN_ITEMS = 64
@@ -32,6 +37,18 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Heard:
+    """What a model made of one clip: its unit vector and, from a model that transcribes, the
+    speech in it as text with (start, end, text) segments in seconds and the share of the clip
+    that is speech."""
+
+    vector: np.ndarray
+    transcript: str = ""
+    segments: tuple[tuple[float, float, str], ...] = ()
+    speech_share: float = 0.0
 
 
 class Encoder(ABC):
@@ -48,6 +65,9 @@ class Encoder(ABC):
     # CLIP-style models learn it, others set a calibrated constant.
     logit_scale: float = 100.0
     batch_size: int = 32
+    audio_batch_size: int = 8
+    # The sample rate `_encode_audio` wants its clips at (models that hear).
+    audio_rate: int = 16_000
     # "int8" once torch_int8 has quantised the model, with its QuantizeReport.
     quantized: str | None = None
     quantize_report = None
@@ -59,6 +79,15 @@ class Encoder(ABC):
     def _encode_images(self, images: list[Image.Image]) -> np.ndarray:
         """One batch of RGB images -> float array [len(images), dim] (need not be normalised)."""
         raise NotImplementedError(f"{type(self).__name__} must implement _encode_images")
+
+    def _encode_audio(self, clips: list[Clip]) -> np.ndarray:
+        """One batch of mono clips at `audio_rate` -> float array [len(clips), dim]."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _encode_audio")
+
+    def _hear(self, clips: list[Clip]) -> list[Heard]:
+        """One batch of clips -> Heard per clip (vectors need not be normalised). Models that
+        transcribe override this; the rest only embed."""
+        return [Heard(v) for v in self._encode_audio(clips)]
 
     @property
     def decode_size(self) -> int | None:
@@ -115,6 +144,54 @@ class Encoder(ABC):
         """Embed `prepare_image` outputs (made in worker threads by an indexing pipeline)."""
         self._require(IMAGE)
         return self._batched(list(prepared), self._encode_prepared, batch_size, False, "images")
+
+    def embed_audio(
+        self,
+        audio: Sequence[AudioSource],
+        *,
+        batch_size: int | None = None,
+        truncate: bool = False,
+    ) -> np.ndarray:
+        """Embed paths, bytes, (samples, rate) pairs or Clips; unreadable audio raises
+        AudioLoadError. Audio over the duration limit is refused, or with truncate=True cut."""
+        heard = self.hear(audio, batch_size=batch_size, truncate=truncate)
+        if not heard:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([h.vector for h in heard])
+
+    def hear(
+        self,
+        audio: Sequence[AudioSource],
+        *,
+        batch_size: int | None = None,
+        truncate: bool = False,
+    ) -> list[Heard]:
+        """Heard per clip: the unit vector and, from models that transcribe, the speech."""
+        self._require(AUDIO)
+        if isinstance(audio, (str, bytes, os.PathLike, Clip)):
+            raise InvalidInputError("hear/embed_audio take a list of clips, not one clip")
+        size = self.audio_batch_size if batch_size is None else batch_size
+        if size < 1:
+            raise InvalidInputError(f"batch size must be at least 1, got {size}")
+        out: list[Heard] = []
+        items = list(audio)
+        for start in range(0, len(items), size):
+            clips = [
+                load_audio(src, rate=self.audio_rate, truncate=truncate)
+                for src in items[start : start + size]
+            ]
+            heard = self._hear(clips)
+            if len(heard) != len(clips):
+                raise RuntimeError(f"{self.name} heard {len(heard)} of {len(clips)} clips")
+            for h in heard:
+                vector = np.asarray(h.vector, dtype=np.float32).reshape(-1)
+                if vector.shape != (self.dim,):
+                    raise RuntimeError(
+                        f"{self.name} returned an audio vector of shape {vector.shape}, "
+                        f"expected ({self.dim},)"
+                    )
+                out.append(Heard(l2_normalize(vector), h.transcript, h.segments, h.speech_share))
+        return out
 
     def embed_text(self, text: str) -> np.ndarray:
         return self.embed_texts([text])[0]

