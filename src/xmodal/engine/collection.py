@@ -186,11 +186,12 @@ class Collection(Searching):
             self._catalog.set_meta("modalities", modalities)
         self._encoder = encoder
 
-    def modalities(self) -> frozenset[str]:
-        """What the collection's model embeds (from the catalog when known, else loaded)."""
+    def _modalities(self, threads: int) -> frozenset[str]:
+        """What the collection's model embeds: from the catalog when known, else loaded (with
+        an indexing run's threads: only indexing asks before the model is known)."""
         known = self._catalog.meta("modalities")
         if known is None:
-            return self.encoder.modalities
+            return self._indexing_encoder(threads).modalities
         return frozenset(known.split(","))
 
     def _mismatch(self, asked: str) -> ModelMismatchError:
@@ -271,11 +272,11 @@ class Collection(Searching):
         started = time.perf_counter()
         self._ann.refresh()
         roots = [to_bytes(p) for p in paths] or self._catalog.roots()
-        extensions = INDEXED_EXTENSIONS | media_extensions(self.modalities())
+        plan = indexing_plan()
+        extensions = INDEXED_EXTENSIONS | media_extensions(self._modalities(plan.model_threads))
         found = scan(roots, follow_symlinks=follow_symlinks, extensions=extensions)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)
-        plan = indexing_plan()
         # Built under the lock: the files it compares against cannot change under it.
         indexer = Indexer(
             self._catalog,
