@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from xmodal.config import get_settings
-from xmodal.errors import AudioLoadError, MissingExtraError
+from xmodal.errors import AudioLoadError, InvalidInputError, MissingExtraError
 
 _MIN_RATE, _MAX_RATE = 1_000, 384_000
 _BLOCK = 1 << 16  # frames decoded per read while a long file streams in
+# More channels than this in an array is taken for a (channels, n) array passed the wrong way
+# round, which would otherwise be "mixed" into a handful of samples.
+_MAX_CHANNELS = 64
+# libsndfile's log line for a WAV or AIFF whose sound chunk is shorter than its header says,
+# e.g. "data : 13840 (should be 56)"; it reads what is there without an error.
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND) : (\d+) \(should be (\d+)\)", re.MULTILINE)
+# Chunk sizes a streaming writer leaves in the header when it does not know the length.
+_UNKNOWN_SIZE = 0x7FFFFFFF
+# Bytes a chunk may lack and still be whole: a missing pad byte, a last partial frame.
+_SLACK = 64
 
 # Files the indexer treats as sounds (decoded by libsndfile, else by FFmpeg through PyAV).
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -69,6 +80,8 @@ def load_audio(
     of zero length, NaN/inf samples, a sample rate outside 1 kHz..384 kHz.
     """
     limit = get_settings().max_audio_seconds if max_seconds is None else max_seconds
+    if rate is not None and not _MIN_RATE <= rate <= _MAX_RATE:
+        raise InvalidInputError(f"rate={rate}: give a sample rate in 1 kHz..384 kHz")
     if isinstance(source, Clip):
         name, samples, src_rate, duration = "<clip>", source.samples, source.rate, source.duration
     elif isinstance(source, tuple):
@@ -85,6 +98,8 @@ def load_audio(
             raise AudioLoadError(name, "is a folder, not a sound file")
         if not os.path.exists(name):
             raise AudioLoadError(name, "no such file")
+        if os.path.isfile(name) and os.path.getsize(name) == 0:
+            raise AudioLoadError(name, "empty file (0 bytes)")
         samples, src_rate, duration = _decode(name, name, limit)
     else:
         raise AudioLoadError(
@@ -100,10 +115,12 @@ def load_audio(
     truncated = False
     if len(samples) > limit * src_rate:
         if not truncate:
+            # The decoders stop just past the limit, so the length is the file's, not the
+            # samples'.
+            length = max(duration, len(samples) / src_rate)
             raise AudioLoadError(
                 name,
-                f"{len(samples) / src_rate:.0f} s long; the limit is {limit:.0f} s "
-                "(XMODAL_MAX_AUDIO_SECONDS)",
+                f"{length:.1f} s long; the limit is {limit:g} s (XMODAL_MAX_AUDIO_SECONDS)",
             )
         samples, truncated = samples[: int(limit * src_rate)], True
     truncated = truncated or (isinstance(source, Clip) and source.truncated)
@@ -116,14 +133,28 @@ def load_audio(
 def _from_array(pair: tuple) -> tuple[np.ndarray, int, float]:
     if len(pair) != 2:
         raise AudioLoadError("<samples>", "give (samples, rate)")
-    samples, rate = np.asarray(pair[0]), int(pair[1])
-    if samples.dtype.kind == "i":
-        samples = samples / float(np.iinfo(samples.dtype).max)
-    elif samples.dtype.kind == "u":
-        half = np.iinfo(samples.dtype).max / 2
+    try:
+        samples, rate = np.asarray(pair[0]), int(pair[1])
+    except (TypeError, ValueError, OverflowError) as e:
+        raise AudioLoadError("<samples>", f"give (samples, rate): {_one_line(e)}") from None
+    kind = samples.dtype.kind
+    if kind not in "iuf":
+        raise AudioLoadError("<samples>", f"samples must be numbers, not {samples.dtype}")
+    # Integers scale as libsndfile scales PCM (full scale is 2**(bits-1)), so an int16 array
+    # and the WAV it came from give the same floats.
+    if kind == "i":
+        samples = samples / float(-np.iinfo(samples.dtype).min)
+    elif kind == "u":
+        half = float(np.iinfo(samples.dtype).max // 2 + 1)
         samples = (samples - half) / half
     samples = samples.astype(np.float32)
     if samples.ndim == 2:
+        if samples.shape[1] > _MAX_CHANNELS:
+            raise AudioLoadError(
+                "<samples>",
+                f"shape {samples.shape} has {samples.shape[1]} channels (at most "
+                f"{_MAX_CHANNELS}); give (n, channels), e.g. samples.T for (channels, n)",
+            )
         samples = samples.mean(axis=1)
     if samples.ndim != 1:
         raise AudioLoadError(
@@ -142,6 +173,7 @@ def _decode(name: str, source, limit: float) -> tuple[np.ndarray, int, float]:
         with soundfile.SoundFile(source) as f:
             rate = f.samplerate
             duration = f.frames / rate if rate else 0.0
+            _check_complete(name, f, duration)
             wanted = int(min(f.frames, (limit + 1) * rate)) if rate else 0
             data = f.read(wanted, dtype="float32", always_2d=True)
         return data.mean(axis=1), rate, duration
@@ -149,6 +181,19 @@ def _decode(name: str, source, limit: float) -> tuple[np.ndarray, int, float]:
         if hasattr(source, "seek"):
             source.seek(0)
         return _decode_av(name, source, limit, first)
+
+
+def _check_complete(name: str, f, duration: float) -> None:
+    """A WAV or AIFF cut short (a partial download or copy) reads without error in libsndfile,
+    as whatever fragment is there; refuse it, as a truncated image is refused."""
+    for declared, present in _SHORT_CHUNK.findall(f.extra_info):
+        declared, present = int(declared), int(present)
+        if present + _SLACK < declared < _UNKNOWN_SIZE:
+            raise AudioLoadError(
+                name,
+                f"truncated: the header declares {declared} bytes of sound, the file holds "
+                f"{present} ({duration:.2f} s)",
+            )
 
 
 def _decode_av(name: str, source, limit: float, first: Exception):
@@ -168,21 +213,33 @@ def _decode_av(name: str, source, limit: float, first: Exception):
             duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
             if not duration and container.duration:
                 duration = container.duration / 1_000_000
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            # Planar float in the file's own layout, mixed to mono here as libsndfile's path
+            # mixes (the mean of the channels): FFmpeg's own stereo->mono downmix is 3 dB
+            # louder, and a sound would change level with the decoder that read it.
+            resampler = av.AudioResampler(format="fltp", rate=rate)
             chunks, held = [], 0
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    held += len(chunk)
+                    chunks.append(out.to_ndarray().mean(axis=0))
+                    held += len(chunks[-1])
                 if held > (limit + 1) * rate:
                     break
+            else:  # the resampler holds back the last few samples until flushed
+                chunks.extend(out.to_ndarray().mean(axis=0) for out in resampler.resample(None))
     except AudioLoadError:
         raise
     except Exception as e:  # FFmpeg's errors (av.error.*), OSError, ValueError
-        raise AudioLoadError(name, f"not a readable sound file ({_one_line(e)})") from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        raise AudioLoadError(name, f"not a readable sound file ({_av_reason(e)})") from None
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     return samples, int(rate), duration
+
+
+def _av_reason(error: BaseException) -> str:
+    """FFmpeg's message without the file name it repeats (AudioLoadError names the source)."""
+    filename = getattr(error, "filename", None)
+    text = str(error).replace(f": {filename!r}", "") if filename else str(error)
+    text = re.sub(r"^\[Errno -?\d+\] ", "", text)
+    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def _one_line(error: BaseException) -> str:

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 class HearingConfig:
     """How the parts are weighed (chosen by benchmarks/audio_search.py)."""
 
-    # SoundNet's probabilities are flat (top 0.01-0.2); T < 1 sharpens them before mixing.
-    temperature: float = 0.5
+    # SoundNet's probabilities are flat (top 0.01-0.2); T < 1 would sharpen them before mixing
+    # (benchmarks/audio_search.py: T 0.25-1 differ within noise; 1 leaves them as they are).
+    temperature: float = 1.0
     top_k: int | None = 20
     scene_weight: float = 0.35  # scenes' share of the sound part; objects get the rest
     # The transcript's share of the vector at a speech share of 1 (all speech).
@@ -72,7 +73,11 @@ class LiteHearing:
 
     def sound_vectors(self, clips: list[Clip]) -> np.ndarray:
         """(n, dim) unit vectors of what the clips sound like (SoundNet through ConSE)."""
-        objects, scenes = self._soundnet([c.samples for c in clips])
+        return self.mix_sound(*self._soundnet([c.samples for c in clips]))
+
+    def mix_sound(self, objects: np.ndarray, scenes: np.ndarray) -> np.ndarray:
+        """(n, dim) unit vectors from SoundNet's object (n, 1000) and scene (n, 401)
+        probabilities: each mixed over its texts (ConSE), scenes weighted by scene_weight."""
         cfg = self.config
         # log p / T through conse's softmax is p ** (1/T), renormalised.
         obj_logits = np.log(np.maximum(objects, 1e-12))
