@@ -44,7 +44,7 @@ from xmodal.errors import (
 from xmodal.images import IMAGE_EXTENSIONS, decode_image
 from xmodal.index import choose_kind, parse_index_spec
 from xmodal.itemtext import TEXT_EXTENSIONS, ItemText, embedded_text, sidecar_texts
-from xmodal.models.base import Encoder
+from xmodal.models.base import IMAGE, Encoder
 from xmodal.models.registry import canonical_name
 from xmodal.scan import display_path, is_under, scan, to_bytes
 
@@ -273,7 +273,10 @@ class Collection(Searching):
         self._ann.refresh()
         roots = [to_bytes(p) for p in paths] or self._catalog.roots()
         plan = indexing_plan()
-        extensions = INDEXED_EXTENSIONS | media_extensions(self._modalities(plan.model_threads))
+        modalities = self._modalities(plan.model_threads)
+        # Pictures only for a model that sees: a CLAP model hears and reads, and nothing else.
+        unseen = frozenset() if IMAGE in modalities else IMAGE_EXTENSIONS
+        extensions = (INDEXED_EXTENSIONS - unseen) | media_extensions(modalities)
         found = scan(roots, follow_symlinks=follow_symlinks, extensions=extensions)
         with self._catalog.transaction():
             self._catalog.add_roots(found.roots)

@@ -1,4 +1,4 @@
-"""Hugging Face transformers CLIP and SigLIP checkpoints: hf:REPO_OR_DIR.
+"""Hugging Face transformers CLIP, SigLIP and CLAP checkpoints: hf:REPO_OR_DIR.
 
 REPO_OR_DIR is a folder written by `model.save_pretrained(dir)` plus the tokenizer's and image
 processor's `save_pretrained(dir)`, or a hub repository id (openai/clip-vit-base-patch32). A hub
@@ -7,6 +7,8 @@ is probed once and an offline machine gets a ModelLoadError within seconds, not 
 
 SigLIP 2 "FixRes" checkpoints (google/siglip2-base-patch16-224) are SigLIP checkpoints and load as
 such; the variable-resolution "NaFlex" ones (model_type siglip2) are refused with a message.
+CLAP checkpoints (text and sound, a feature extractor instead of an image processor) load here
+and are served by hf_clap.ClapEncoder.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, CLIPModel, SiglipModel
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoTokenizer,
+    ClapModel,
+    CLIPModel,
+    SiglipModel,
+)
 
 from xmodal.errors import ModelLoadError, ModelNotFoundError
-from xmodal.models import hub, torch_int8
+from xmodal.models import hf_clap, hub, torch_int8
 from xmodal.models.base import Encoder
 from xmodal.models.device import autocast, torch_device
 from xmodal.models.registry import ModelInfo, canonical_name
 
 # model_type in config.json -> the class that loads it
-_MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel}
+_MODEL_CLASSES = {"clip": CLIPModel, "siglip": SiglipModel, hf_clap.MODEL_TYPE: ClapModel}
 
 # Repositories users ask for by name, with their embedding size.
 WELL_KNOWN: dict[str, int] = {
@@ -39,6 +49,9 @@ WELL_KNOWN: dict[str, int] = {
     "google/siglip-base-patch16-224": 768,
     "google/siglip-so400m-patch14-384": 1152,
     "google/siglip2-base-patch16-224": 768,
+    "laion/clap-htsat-unfused": 512,
+    "laion/larger_clap_general": 512,
+    "laion/larger_clap_music_and_speech": 512,
 }
 _WEIGHT_FILES = (
     "model.safetensors",
@@ -118,7 +131,7 @@ def load(
     batch_size: int | None = None,
     resize_mode: str | None = None,
     quantize: str | None = None,
-) -> HFEncoder:
+) -> Encoder:
     """`arg` follows 'hf:'; resize_mode (crop, pad, squash) overrides the checkpoint's own.
 
     device: cpu, cuda, cuda:N, mps or auto (models/device.py); on CUDA inference runs in
@@ -142,13 +155,16 @@ def load(
     model, tokenizer, image_processor = parts
     # Named as a collection records it: a folder absolute, whatever the working folder.
     name = canonical_name(f"hf:{arg}")
+    if model.config.model_type == hf_clap.MODEL_TYPE:
+        hf_clap.check_quantize(name, quantize)
+        return hf_clap.ClapEncoder(name, model, tokenizer, image_processor, where, batch_size)
     encoder = HFEncoder(name, model, tokenizer, image_processor, where, batch_size, resize_mode)
     torch_int8.apply_option(encoder, quantize)
     return encoder
 
 
 def list_models() -> list[ModelInfo]:
-    """Well-known repositories, CLIP/SigLIP repositories found in the local cache, local folders."""
+    """Well-known repositories, CLIP/SigLIP/CLAP repositories in the local cache, local folders."""
     infos = []
     for repo, dim in WELL_KNOWN.items():
         cached = _is_cached(repo)
@@ -160,7 +176,7 @@ def list_models() -> list[ModelInfo]:
     ]
     infos.append(
         ModelInfo(
-            "hf:path/to/folder", None, True, "a CLIP/SigLIP folder saved with save_pretrained"
+            "hf:path/to/folder", None, True, "a CLIP/SigLIP/CLAP folder saved with save_pretrained"
         )
     )
     return infos
@@ -197,7 +213,7 @@ def _load_parts(source: str, arg: str, local_files_only: bool = True):
     if model_class is None:
         hint = " (NaFlex SigLIP 2 is not supported yet)" if config.model_type == "siglip2" else ""
         raise ModelLoadError(
-            f"{arg} is a '{config.model_type}' model{hint}; hf: loads CLIP and SigLIP "
+            f"{arg} is a '{config.model_type}' model{hint}; hf: loads CLIP, SigLIP and CLAP "
             f"checkpoints ({', '.join(_MODEL_CLASSES)}): for OpenCLIP use openclip:ARCH/FILE"
         )
     try:
@@ -205,7 +221,9 @@ def _load_parts(source: str, arg: str, local_files_only: bool = True):
             source, dtype=torch.float32, output_loading_info=True, **common
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
-        image_processor = AutoImageProcessor.from_pretrained(source, **common)
+        # CLAP hears instead of seeing: its preprocessor is an audio feature extractor.
+        processor = AutoFeatureExtractor if model_class is ClapModel else AutoImageProcessor
+        image_processor = processor.from_pretrained(source, **common)
     except OSError as e:
         if local_files_only and not Path(source).is_dir():
             raise
@@ -300,7 +318,7 @@ def _is_cached(repo: str) -> bool:
 
 
 def _cached_repos() -> list[tuple[str, str, int | None]]:
-    """(repo, model_type, dim) of every cached CLIP/SigLIP model repository; never raises."""
+    """(repo, model_type, dim) of every cached CLIP/SigLIP/CLAP model repository; never raises."""
     from huggingface_hub import scan_cache_dir
 
     try:
@@ -323,7 +341,7 @@ def _cached_repos() -> list[tuple[str, str, int | None]]:
 
 
 def _config_dim(config: dict) -> int | None:
-    if config.get("model_type") == "clip":
+    if config.get("model_type") in ("clip", hf_clap.MODEL_TYPE):
         return config.get("projection_dim", 512)
     text = config.get("text_config", {})
     return text.get("projection_size") or text.get("hidden_size")

@@ -52,7 +52,7 @@ BACKENDS: dict[str, Backend] = {
     for b in [
         Backend("lite", "xmodal.models.lite", None, None, "built-in offline model"),
         Backend("openclip", "xmodal.models.openclip", "open_clip", "clip", "OpenCLIP models"),
-        Backend("hf", "xmodal.models.hf", "transformers", "hf", "Hugging Face CLIP/SigLIP"),
+        Backend("hf", "xmodal.models.hf", "transformers", "hf", "Hugging Face CLIP/SigLIP/CLAP"),
         Backend("onnx", "xmodal.models.exported", "onnxruntime", None, "exported ONNX models"),
         Backend("fake", "xmodal.models.fake", None, None, "deterministic fake for tests"),
         Backend("trained", "xmodal.models.trained", None, None, "models from `xmodal train`"),
