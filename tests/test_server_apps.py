@@ -67,7 +67,7 @@ def test_bad_search_options_are_422(server):
     for params in (
         {"q": "cat", "mode": "fuzzy"},
         {"q": "cat", "fusion": "rrf:k=0"},
-        {"q": "cat", "type": "video"},
+        {"q": "cat", "type": "smell"},
         {"q": "  "},
         {"like": 1, "mode": "text"},
     ):

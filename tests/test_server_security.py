@@ -209,15 +209,29 @@ def test_security_headers_on_every_response(db):
 OPEN = {("GET", "/"), ("GET", "/healthz"), ("POST", "/login"), ("POST", "/logout"), "/static"}
 
 
+def wav_bytes() -> bytes:
+    """Half a second of a 440 Hz tone as a WAV file."""
+    import numpy as np
+    import soundfile
+
+    out = io.BytesIO()
+    soundfile.write(
+        out, 0.3 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000), 16000, "PCM_16", format="WAV"
+    )
+    return out.getvalue()
+
+
 def requests_for() -> dict:
     """A well-formed request for every route, and the status it gets with the key."""
     png = image_bytes("red")
     image = [("file", ("q.png", png, "image/png"))]
+    sound = [("file", ("q.wav", wav_bytes(), "audio/wav"))]
     return {
         ("GET", "/search"): (dict(params={"q": "red"}), 200),
         ("POST", "/search"): (dict(data={"text": "red"}), 200),
         ("POST", "/embed/text"): (dict(json={"texts": ["red"]}), 200),
         ("POST", "/embed/image"): (dict(files=image), 200),
+        ("POST", "/embed/audio"): (dict(files=sound), 200),
         ("POST", "/similarity"): (dict(data={"text": "red"}, files=image), 200),
         ("POST", "/classify"): (dict(data={"labels": "red, blue"}, files=image), 200),
         ("POST", "/moderate"): (dict(files=image), 200),

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fastapi import Depends, HTTPException, Request, Security, UploadFile
 from fastapi.security import APIKeyCookie, APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from xmodal.errors import AudioLoadError, UnsupportedModalityError
+from xmodal.models.base import AUDIO
 from xmodal.server.auth import COOKIE, HOW, has_key
+from xmodal.server.filetypes import HEADER_BYTES, describe, sniff, sniff_media
 from xmodal.server.service import Service, Upload
 
 _BEARER = HTTPBearer(auto_error=False, description="XMODAL_API_KEY as a bearer token")
@@ -66,3 +72,50 @@ async def read_image_upload(upload: UploadFile) -> Upload:
     if not data:
         raise HTTPException(422, f"{name}: empty file")
     return Upload(name, data)
+
+
+# -- sounds ------------------------------------------------------------------------------------
+# Bad sound input is a 400 whatever the part that refused it (the model, the container sniff,
+# the decoder): the reason says which.
+SOUND_FORMATS = "WAV, FLAC, Ogg (Vorbis, Opus), MP3, M4A/AAC, AIFF, WebM or MP4"
+
+
+def require_hearing(service: Service) -> None:
+    """400 unless the served model embeds sound (checked before any upload is read)."""
+    if AUDIO not in service.encoder.modalities:
+        raise HTTPException(
+            400,
+            f"model {service.encoder.name} does not hear: sound queries need a model with an "
+            "audio tower (serve one with XMODAL_MODEL, e.g. a CLAP checkpoint)",
+        )
+
+
+async def is_sound_upload(upload: UploadFile) -> bool:
+    """Whether the bytes of `upload` start like a sound or video container (not an image); the
+    declared content type is not trusted. The file is rewound for the reader that follows."""
+    header = await upload.read(HEADER_BYTES)
+    await upload.seek(0)
+    return sniff(header) is None and sniff_media(header) is not None
+
+
+async def read_audio_upload(upload: UploadFile) -> Upload:
+    """An uploaded file's bytes if they start like a sound (or a video, for its sound track):
+    else 400 saying what they look like. Browsers declare recordings in many ways (audio/webm,
+    video/webm, application/ogg, audio/x-wav), so the bytes decide, not the declared type."""
+    data = await upload.read()
+    name = upload.filename or "upload"
+    if not data:
+        raise HTTPException(400, f"{name}: empty file")
+    header = data[:HEADER_BYTES]
+    if sniff(header) is not None or sniff_media(header) is None:
+        raise HTTPException(400, f"{name} {describe(header)}; send {SOUND_FORMATS}")
+    return Upload(name, data)
+
+
+@contextmanager
+def sound_errors() -> Iterator[None]:
+    """Audio that does not decode, or a model that does not hear, as 400 with the reason."""
+    try:
+        yield
+    except (AudioLoadError, UnsupportedModalityError) as e:
+        raise HTTPException(400, str(e)) from None

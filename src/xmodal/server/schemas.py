@@ -20,9 +20,19 @@ class Embeddings(BaseModel):
     embeddings: list[list[float]]
 
 
+class AudioEmbeddings(Embeddings):
+    transcripts: list[str] | None = Field(
+        None, description="what each clip says, from a model that transcribes; else null"
+    )
+    seconds: list[float] = Field(description="seconds of each clip embedded")
+    truncated: list[bool] = Field(
+        description="clips longer than XMODAL_MAX_AUDIO_SECONDS, embedded from their start"
+    )
+
+
 class Similarity(BaseModel):
     model: str
-    cosine: float = Field(description="cosine similarity of the text and the image, -1..1")
+    cosine: float = Field(description="cosine similarity of the text and the image (or sound)")
     score: float = Field(description="cosine times the model's logit scale")
 
 
@@ -32,10 +42,15 @@ class Hit(BaseModel):
     score: float = Field(description="cosine; in hybrid mode the fused score")
     vector_score: float | None = Field(None, description="hybrid mode: the cosine")
     text_score: float | None = Field(None, description="hybrid and text modes: full-text score")
-    type: str = Field("image", description="image, or text (a .txt/.md item)")
+    type: str = Field(
+        "image", description="the item's kind: image, text (a .txt/.md item), audio or video"
+    )
     text: str | None = Field(None, description="the item's caption, or a text item's start")
-    thumbnail: str
-    file: str
+    transcript: str | None = Field(None, description="a sound's or video's speech, its start")
+    start: float | None = Field(None, description="a video segment's start, seconds")
+    end: float | None = Field(None, description="a video segment's end, seconds")
+    thumbnail: str | None = Field(description="null for a sound")
+    file: str = Field(description="a video segment's is the whole video: seek to start")
 
 
 class SearchResults(BaseModel):
@@ -64,7 +79,10 @@ class ItemInfo(BaseModel):
     type: str = "image"
     ocr: str | None = Field(None, description="words printed on the image (index --ocr)")
     flagged: list[str] | None = Field(None, description="moderation: flagged categories")
-    thumbnail: str
+    duration: float | None = Field(None, description="seconds of a sound or a video")
+    start: float | None = Field(None, description="a video segment's start, seconds")
+    end: float | None = Field(None, description="a video segment's end, seconds")
+    thumbnail: str | None = Field(description="null for a sound")
     file: str
 
 

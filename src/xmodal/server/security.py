@@ -28,10 +28,13 @@ STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Served files and thumbnails: an image and nothing else, even when opened as a document.
 FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'none'; sandbox"
+# Served sounds and videos: the same, playable when opened on their own.
+MEDIA_CSP = "default-src 'none'; media-src 'self'; style-src 'none'; sandbox"
 _DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
 _PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "media-src 'self' blob:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'"
 )
 # FastAPI's /docs and /redoc load their scripts and styles from a CDN, with inline bootstrap.
 _DOCS_CSP = (

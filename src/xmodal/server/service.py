@@ -3,7 +3,9 @@
 The model runs on one thread (a second one would only fight it for the same cores); the
 collection (SQLite + FAISS, not thread-safe) is used under one lock from worker threads, so
 searches and additions interleave safely. Uploaded images are decoded and resized in worker
-threads before they join a batch.
+threads before they join a batch. Uploaded sounds are decoded (and resampled) in worker threads
+too, then heard on the model thread request by request: sound requests are rare next to text
+and image ones, and a clip is already a batch's worth of work.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,10 +28,18 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from xmodal.atomic import write_atomically
-from xmodal.catalog import Item
+from xmodal.audio import Clip, load_audio
+from xmodal.catalog import VIDEO_KIND, Item
 from xmodal.engine.collection import SHORT_WRITE_WAIT_SECONDS, Collection
-from xmodal.errors import ImageLoadError, InvalidInputError
+from xmodal.errors import (
+    AudioLoadError,
+    ImageLoadError,
+    InvalidInputError,
+    UnsupportedModalityError,
+    VideoLoadError,
+)
 from xmodal.images import load_image
+from xmodal.models.base import AUDIO, Heard
 from xmodal.scan import is_under, to_bytes
 from xmodal.server.batching import MicroBatcher
 from xmodal.server.filetypes import HEADER_BYTES, sniff
@@ -142,6 +153,36 @@ class Service:
 
         return await self.images.submit(await run_in_threadpool(prepare))
 
+    def decode_audio(self, upload: Upload) -> Clip:
+        """An uploaded sound at the model's rate. Longer than max_audio_seconds: cut to it (as
+        indexing cuts long files, so a file sent as a query meets its own vector); the Clip
+        says it was (truncated). AudioLoadError names the file."""
+        try:
+            return load_audio(
+                upload.data,
+                rate=self.encoder.audio_rate,
+                max_seconds=self.settings.max_audio_seconds,
+                truncate=True,
+            )
+        except AudioLoadError as e:
+            raise AudioLoadError(upload.name, e.reason) from None
+
+    async def hear(self, uploads: Sequence[Upload]) -> tuple[list[Clip], list[Heard]]:
+        """Uploaded sounds -> (their clips, what the model heard: vectors, transcripts)."""
+        if AUDIO not in self.encoder.modalities:
+            raise UnsupportedModalityError(f"model {self.encoder.name} does not hear")
+        clips = await run_in_threadpool(lambda: [self.decode_audio(u) for u in uploads])
+        self.metrics.batch_size.labels("audio").observe(len(clips))
+        loop = asyncio.get_running_loop()
+        heard = await loop.run_in_executor(
+            self._model_thread, partial(self.encoder.hear, clips, truncate=True)
+        )
+        return clips, heard
+
+    async def embed_audio(self, uploads: Sequence[Upload]) -> np.ndarray:
+        _, heard = await self.hear(uploads)
+        return np.stack([h.vector for h in heard])
+
     # -- collection -------------------------------------------------------------------------
 
     async def locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -203,15 +244,20 @@ class Service:
     # -- thumbnails -------------------------------------------------------------------------
 
     def thumbnail(self, item: Item, path: Path, size: int) -> bytes:
-        """JPEG no larger than size x size; cached while the file is unchanged."""
+        """JPEG no larger than size x size; cached while the file is unchanged. A video
+        segment's is its frame halfway through the segment."""
         key = (item.id, size, item.size, item.mtime)
         with self._thumbnails_lock:
             cached = self._thumbnails.get(key)
             if cached is not None:
                 self._thumbnails.move_to_end(key)
                 return cached
-        # Both sides decoded at >= size: the thumbnail's long side is size, whatever the turn.
-        image = load_image(path, min_side=size)
+        if item.kind == VIDEO_KIND:
+            start, end = item.start or 0.0, item.end or item.start or 0.0
+            image = video_frame(path, (start + end) / 2)
+        else:
+            # Both sides decoded at >= size: the thumbnail's long side is size, whatever the turn.
+            image = load_image(path, min_side=size)
         image.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85)
@@ -221,3 +267,34 @@ class Service:
             while len(self._thumbnails) > _THUMBNAIL_CACHE:
                 self._thumbnails.popitem(last=False)
         return data
+
+
+_FRAMES_AFTER_SEEK = 600  # a seek lands on the key frame before: at most this many to decode on
+
+
+def video_frame(path: str | os.PathLike, at: float) -> Image.Image:
+    """The video's frame shown at `at` seconds (near the end when `at` is past it), RGB.
+    VideoLoadError for a file PyAV cannot decode."""
+    name = os.fspath(path)
+    try:
+        import av
+    except ImportError:
+        raise VideoLoadError(name, "video decoding needs PyAV (pip install av)") from None
+    try:
+        with av.open(name) as container:
+            if not container.streams.video:
+                raise VideoLoadError(name, "no video stream in the file")
+            stream = container.streams.video[0]
+            if at > 0:
+                container.seek(int(at * 1_000_000))  # microseconds, to the key frame before
+            frame = None
+            for count, frame in enumerate(container.decode(stream)):
+                if (frame.time is not None and frame.time >= at) or count >= _FRAMES_AFTER_SEEK:
+                    break
+            if frame is None:
+                raise VideoLoadError(name, f"no frame at {at:.1f} s")
+            return frame.to_image().convert("RGB")
+    except VideoLoadError:
+        raise
+    except Exception as e:  # FFmpeg's errors (av.error.*), OSError
+        raise VideoLoadError(name, f"not a readable video ({str(e)[:200]})") from None

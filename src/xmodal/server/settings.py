@@ -23,6 +23,9 @@ class ServerSettings:
     api_key: str | None = None  # when set, needed by every endpoint but /healthz and the page
     max_upload_bytes: int = 20 * 2**20  # per request body
     max_upload_pixels: int = 50_000_000  # per image, read from its header before decoding
+    # Uploaded sound longer than this is cut to it, as indexing cuts files (None: the library's
+    # limit, XMODAL_MAX_AUDIO_SECONDS).
+    max_audio_seconds: float | None = None
     max_batch: int = 64  # items per model call
     batch_wait_ms: float = 2.0  # how long a lone request waits for company
     max_k: int = 1000  # results per search

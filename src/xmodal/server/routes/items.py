@@ -1,7 +1,9 @@
 """Items of the collection: add (upload or server-side path), remove, read, thumbnail, file.
 
 Files are addressed by item id only, never by a path from the client, and served only when
-their real location (links resolved) lies inside an indexed folder.
+their real location (links resolved) lies inside an indexed folder. Sounds and videos are
+served with HTTP Range support (206 Partial Content, 416 for a range past the end) so that
+<audio> and <video> can seek; a video segment's file is its whole video.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from fastapi import (
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from xmodal.catalog import Item
+from xmodal.catalog import AUDIO_KIND, VIDEO_KIND, Item
+from xmodal.errors import AudioLoadError
 from xmodal.scan import is_under
 from xmodal.server.deps import (
     get_service,
@@ -34,9 +37,9 @@ from xmodal.server.deps import (
     require_key,
     require_multipart,
 )
-from xmodal.server.filetypes import ImageKind, sniff_file
+from xmodal.server.filetypes import HEADER_BYTES, sniff, sniff_media
 from xmodal.server.schemas import ItemInfo
-from xmodal.server.security import FILE_CSP
+from xmodal.server.security import FILE_CSP, MEDIA_CSP
 from xmodal.server.service import Service
 
 router = APIRouter(prefix="/items", tags=["items"])
@@ -63,7 +66,10 @@ async def item_out(service: Service, item: Item) -> ItemInfo:
         type=item.kind,
         ocr=ocr or None,
         flagged=flagged,
-        thumbnail=f"/items/{item.id}/thumbnail",
+        duration=item.duration,
+        start=item.start,
+        end=item.end,
+        thumbnail=None if item.kind == AUDIO_KIND else f"/items/{item.id}/thumbnail",
         file=f"/items/{item.id}/file",
     )
 
@@ -151,15 +157,25 @@ async def _servable(service: Service, item_id: int):
 @router.get(
     "/{item_id}/thumbnail",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        404: {"description": "no such item, or a sound (sounds have no picture)"},
+        422: {"description": "the file no longer decodes"},
+    },
 )
 async def thumbnail(
     item_id: ItemId,
     size: Annotated[int, Query(ge=16, le=1024)] = 256,
     service: Service = Depends(get_service),
 ) -> Response:
+    """A JPEG of the image, or of a video segment's middle frame."""
     item, path = await _servable(service, item_id)
-    data = await run_in_threadpool(service.thumbnail, item, path, size)
+    if item.kind == AUDIO_KIND:
+        raise HTTPException(404, f"item {item_id} is a sound: sounds have no thumbnail")
+    try:
+        data = await run_in_threadpool(service.thumbnail, item, path, size)
+    except AudioLoadError as e:  # a video that no longer decodes (images raise ImageLoadError)
+        raise HTTPException(422, str(e)) from None
     headers = {"Cache-Control": "private, max-age=3600", "Content-Security-Policy": FILE_CSP}
     return Response(data, media_type="image/jpeg", headers=headers)
 
@@ -168,29 +184,51 @@ async def thumbnail(
     "/{item_id}/file",
     response_class=FileResponse,
     responses={
-        200: {"content": {"image/*": {}}},
-        415: {"description": "the file on disk is no longer an image of an allowed format"},
+        200: {"content": {"image/*": {}, "audio/*": {}, "video/*": {}}},
+        206: {"description": "the byte range asked for (Range: bytes=...)"},
+        415: {"description": "the file on disk is no longer of the item's kind"},
+        416: {"description": "a range past the end of the file"},
     },
 )
 async def item_file(item_id: ItemId, service: Service = Depends(get_service)) -> FileResponse:
     """The item's file as stored, typed by its content (never by its name), never rendered as
-    a page: `nosniff` and a sandboxing Content-Security-Policy."""
-    _, path = await _servable(service, item_id)
-    kind = await run_in_threadpool(_file_kind, path)
+    a page: `nosniff` and a sandboxing Content-Security-Policy. Byte ranges are honoured (a
+    browser seeks in a sound or a video with them); a video segment's file is its video."""
+    item, path = await _servable(service, item_id)
+    kind = await run_in_threadpool(_file_kind, path, item.kind)
+    media = item.kind in (AUDIO_KIND, VIDEO_KIND)
     if kind is None:
-        raise HTTPException(415, f"item {item_id}'s file is not an image of an allowed format")
+        shown = f"a {item.kind} any more" if media else "an image of an allowed format"
+        raise HTTPException(415, f"item {item_id}'s file is not {shown}")
+    media_type, extension = kind
+    headers = {
+        "Content-Security-Policy": MEDIA_CSP if media else FILE_CSP,
+        "Cache-Control": "private, no-cache",
+    }
     return FileResponse(
         path,
-        media_type=kind.media_type,
-        filename=path.stem + kind.extension,
+        media_type=media_type,
+        filename=path.stem + extension,
         content_disposition_type="inline",
-        headers={"Content-Security-Policy": FILE_CSP, "Cache-Control": "private, no-cache"},
+        headers=headers,
     )
 
 
-def _file_kind(path) -> ImageKind | None:
+def _file_kind(path, item_kind: str) -> tuple[str, str] | None:
+    """(media type, extension) of the file as its bytes say, if they fit the item's kind."""
     try:
         with open(path, "rb") as fp:
-            return sniff_file(fp)
+            header = fp.read(HEADER_BYTES)
     except OSError:
         return None
+    if item_kind not in (AUDIO_KIND, VIDEO_KIND):
+        image = sniff(header)
+        return (image.media_type, image.extension) if image else None
+    media = sniff_media(header)
+    if media is None:
+        return None
+    if item_kind == AUDIO_KIND and media.video:
+        # Sound in a video container (an M4A written as MP4, a WebM recording): an <audio>
+        # plays it under the audio type.
+        return media.media_type.replace("video/", "audio/"), media.extension
+    return media.media_type, media.extension

@@ -1,5 +1,6 @@
 """Search the collection: GET for a text (or "more like item N"), POST for weighted mixes with
-an uploaded image."""
+an uploaded image or sound. Hits of every kind come back: images, texts, sounds and video
+segments (with their time range: the file is the whole video)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,21 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, UploadFile
 
+from xmodal.catalog import AUDIO_KIND, VIDEO_KIND
 from xmodal.engine.collection import SearchHit
 from xmodal.engine.hybrid import parse_fusion
 from xmodal.engine.query import combine
 from xmodal.errors import InvalidInputError
-from xmodal.filters import parse_filter
-from xmodal.server.deps import get_service, read_image_upload, require_form
+from xmodal.filters import ITEM_TYPES, parse_filter
+from xmodal.server.deps import (
+    get_service,
+    is_sound_upload,
+    read_audio_upload,
+    read_image_upload,
+    require_form,
+    require_hearing,
+    sound_errors,
+)
 from xmodal.server.schemas import Hit, SearchResults
 from xmodal.server.service import Service
 
@@ -71,20 +81,36 @@ FusionSpec = Annotated[
     str | None,
     Query(max_length=200, description="hybrid fusion: rrf, rrf:k=60, weighted:text=0.3"),
 ]
-ItemType = Annotated[Literal["image", "text"] | None, Query(description="only this item type")]
+TypeName = Literal["image", "text", "audio", "video"]
+assert set(TypeName.__args__) == set(ITEM_TYPES)  # the filter language's types, all of them
+ItemType = Annotated[TypeName | None, Query(description="only this item type")]
 _SNIPPET = 300
+_SPOKEN = (AUDIO_KIND, VIDEO_KIND)  # kinds whose text body is what they say
 
 
-def hit_out(hit: SearchHit, path: str, kind: str = "image", text: str | None = None) -> Hit:
+@dataclass(frozen=True)
+class About:
+    """What a hit shows beside its score."""
+
+    kind: str = "image"
+    text: str | None = None
+    transcript: str | None = None
+
+
+def hit_out(hit: SearchHit, path: str, about: About = About()) -> Hit:
     return Hit(
         id=hit.id,
         path=path,
         score=hit.score,
         vector_score=hit.vector_score,
         text_score=hit.text_score,
-        type=kind,
-        text=text,
-        thumbnail=f"/items/{hit.id}/thumbnail",
+        type=about.kind,
+        text=about.text,
+        transcript=about.transcript,
+        start=hit.start,
+        end=hit.end,
+        # A sound has no picture; a video segment's is its middle frame.
+        thumbnail=None if about.kind == AUDIO_KIND else f"/items/{hit.id}/thumbnail",
         file=f"/items/{hit.id}/file",
     )
 
@@ -111,11 +137,13 @@ async def _run(
     """Terms (name, vector, weight) fused into one vector; with a positive `text`, the items'
     own text is matched too (hybrid search)."""
     if not terms:
-        raise HTTPException(422, "empty query: give a text, an image, or an item id (like)")
+        raise HTTPException(
+            422, "empty query: give a text, an image, a sound, or an item id (like)"
+        )
     if all(w < 0 for _, _, w in terms):
         raise HTTPException(422, "a query needs at least one positive term, not only negatives")
     if options.mode == "text" and (text is None or len(terms) > 1):
-        raise HTTPException(422, "mode=text takes a text alone (no image, item or negative)")
+        raise HTTPException(422, "mode=text takes a text alone (no image, sound, item or negative)")
     try:
         fusion = parse_fusion(options.fusion)
     except InvalidInputError as e:
@@ -147,9 +175,7 @@ async def _run(
             )[0]
         kinds = {h.id: collection.get(h.id) for h in hits}
         texts = collection.item_texts([h.id for h in hits])
-        about = {
-            i: (item.kind if item else "image", _snippet(texts.get(i))) for i, item in kinds.items()
-        }
+        about = {i: _about(item, texts.get(i)) for i, item in kinds.items()}
         return hits, service.relative_paths([h.path for h in hits]), about
 
     hits, paths, about = await service.locked(find)
@@ -157,8 +183,18 @@ async def _run(
         f"{'-' if w < 0 else '+'}{'' if abs(w) == 1 else f'{abs(w):g}*'}{name}"
         for name, _, w in terms
     )
-    results = [hit_out(h, p, *about.get(h.id, ("image", None))) for h, p in zip(hits, paths)]
+    results = [hit_out(h, p, about.get(h.id, About())) for h, p in zip(hits, paths)]
     return SearchResults(query=described, results=results)
+
+
+def _about(item, text) -> About:
+    kind = item.kind if item else "image"
+    if kind in _SPOKEN:
+        # A sound's body is its transcript, shown apart from its caption.
+        spoken = text.body[:_SNIPPET] if text else ""
+        shown = (text.caption or text.embedded)[:_SNIPPET] if text else ""
+        return About(kind, shown or None, spoken or None)
+    return About(kind, _snippet(text))
 
 
 def _snippet(text) -> str | None:
@@ -207,8 +243,12 @@ async def search_get(
 async def search_post(
     text: Annotated[str | None, Form(min_length=1, max_length=10_000)] = None,
     text_weight: Weight = 1.0,
-    file: Annotated[UploadFile | None, File(description="query image")] = None,
+    file: Annotated[
+        UploadFile | None, File(description="query image, or sound (told apart by its bytes)")
+    ] = None,
     image_weight: Weight = 1.0,
+    audio: Annotated[UploadFile | None, File(description="query sound")] = None,
+    audio_weight: Weight = 1.0,
     negative: Annotated[
         str | None, Form(min_length=1, max_length=10_000, description="less like this text")
     ] = None,
@@ -220,15 +260,29 @@ async def search_post(
     mode: Annotated[Literal["vector", "text", "hybrid"] | None, Form()] = None,
     fusion: Annotated[str | None, Form(max_length=200)] = None,
     include_flagged: Annotated[bool, Form()] = False,
-    type: Annotated[Literal["image", "text"] | None, Form()] = None,
+    type: Annotated[TypeName | None, Form()] = None,
     service: Service = Depends(get_service),
 ) -> SearchResults:
-    """A weighted mix: text, uploaded image, an indexed item, and a negative text."""
+    """A weighted mix: text, uploaded image, uploaded sound, an indexed item, and a negative
+    text. A sound comes as `audio` (weight audio_weight) or as `file` (image_weight), told
+    from an image by its bytes. It needs a model that hears (400 otherwise); one longer than
+    XMODAL_MAX_AUDIO_SECONDS is heard from its start, as indexing hears long files."""
     texts = [(t, w) for t, w in ((text, text_weight), (negative, -negative_weight)) if t]
+    sounds = [(audio, audio_weight)] if audio is not None else []
+    if file is not None and await is_sound_upload(file):
+        sounds.insert(0, (file, image_weight))
+        file = None
+    if sounds:
+        require_hearing(service)  # before any text is embedded
     terms = []
     if texts:
         vectors = await service.embed_texts([t for t, _ in texts])
         terms += [(f"text:{t}", v, w) for (t, w), v in zip(texts, vectors)]
+    if sounds:
+        uploads = [await read_audio_upload(f) for f, _ in sounds]
+        with sound_errors():
+            vectors = await service.embed_audio(uploads)
+        terms += [(f"audio:{u.name}", v, w) for u, v, (_, w) in zip(uploads, vectors, sounds)]
     if file is not None:
         image = await read_image_upload(file)
         terms.append(

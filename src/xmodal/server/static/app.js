@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-let queryImage = null; // the File dropped or chosen as image query
+let queryFile = null; // the File dropped or chosen as query: an image or a sound
+let queryIsSound = false;
 
 function say(text, isError = false) {
   $("message").textContent = text;
@@ -58,6 +59,56 @@ async function call(url, options) {
   return body;
 }
 
+// 75.5 -> "1:15.5"
+function clock(seconds) {
+  const m = Math.floor(seconds / 60);
+  const digits = Number.isInteger(seconds) ? 0 : 1;
+  const s = (seconds - 60 * m).toFixed(digits).padStart(digits ? 4 : 2, "0");
+  return `${m}:${s}`;
+}
+
+// What a hit shows in place of a thumbnail: a picture (in a link to the file), a text's
+// opening words, a player for a sound, or a video that starts at the segment.
+function preview(hit) {
+  if (hit.type === "audio") {
+    const box = document.createElement("div");
+    box.className = "sound";
+    const player = document.createElement("audio");
+    player.controls = true;
+    player.preload = "none"; // nothing is fetched until it is played
+    player.src = hit.file;
+    box.append(player);
+    return box;
+  }
+  if (hit.type === "video") {
+    const player = document.createElement("video");
+    player.controls = true;
+    player.preload = "metadata";
+    if (hit.thumbnail) player.poster = hit.thumbnail;
+    // A media fragment: the browser seeks to the segment and pauses at its end.
+    const range = hit.start != null ? `#t=${hit.start},${hit.end ?? ""}` : "";
+    player.src = hit.file + range;
+    return player;
+  }
+  const link = document.createElement("a");
+  link.href = hit.file;
+  link.target = "_blank";
+  if (hit.type === "text") {
+    // A text item has no picture: its opening words stand in for the thumbnail.
+    const body = document.createElement("div");
+    body.className = "text-item";
+    body.textContent = hit.text || hit.path;
+    link.append(body);
+  } else {
+    const img = document.createElement("img");
+    img.src = hit.thumbnail;
+    img.alt = hit.text || hit.path;
+    img.loading = "lazy";
+    link.append(img);
+  }
+  return link;
+}
+
 function show(results) {
   const grid = $("results");
   grid.replaceChildren();
@@ -66,37 +117,35 @@ function show(results) {
     card.className = "hit";
     card.dataset.id = hit.id;
     card.dataset.path = hit.path;
-    const link = document.createElement("a");
-    link.href = hit.file;
-    link.target = "_blank";
-    if (hit.type === "text") {
-      // A text item has no picture: its opening words stand in for the thumbnail.
-      const body = document.createElement("div");
-      body.className = "text-item";
-      body.textContent = hit.text || hit.path;
-      link.append(body);
-    } else {
-      const img = document.createElement("img");
-      img.src = hit.thumbnail;
-      img.alt = hit.text || hit.path;
-      img.loading = "lazy";
-      link.append(img);
-    }
+    card.dataset.type = hit.type;
     const meta = document.createElement("figcaption");
     meta.className = "meta";
     const path = document.createElement("div");
     path.className = "path";
     path.title = path.textContent = hit.path;
+    meta.append(path);
+    if (hit.start != null) {
+      const range = document.createElement("div");
+      range.className = "range";
+      range.textContent = `${clock(hit.start)}–${clock(hit.end ?? hit.start)}`;
+      meta.append(range);
+    }
+    if (hit.transcript) {
+      const said = document.createElement("q");
+      said.className = "transcript";
+      said.textContent = hit.transcript;
+      meta.append(said);
+    }
     const score = document.createElement("div");
     score.className = "score";
     score.textContent = `score ${hit.score.toFixed(3)}`;
-    meta.append(path, score);
+    meta.append(score);
     const more = document.createElement("button");
     more.className = "secondary more";
     more.type = "button";
     more.textContent = "more like this";
     more.addEventListener("click", () => search({ like: hit.id }));
-    card.append(link, meta, more);
+    card.append(preview(hit), meta, more);
     grid.append(card);
   }
   say(results.length ? `${results.length} results` : "no results");
@@ -104,17 +153,17 @@ function show(results) {
 
 async function search({ like } = {}) {
   const text = $("q").value.trim();
-  if (!text && !queryImage && like === undefined) {
-    say("type a query or drop an image", true);
+  if (!text && !queryFile && like === undefined) {
+    say("type a query or drop an image or a sound", true);
     return;
   }
   say("searching…");
   try {
     let body;
-    if (queryImage || like !== undefined) {
+    if (queryFile || like !== undefined) {
       const form = new FormData();
       if (text) form.append("text", text);
-      if (queryImage) form.append("file", queryImage);
+      if (queryFile) form.append(queryIsSound ? "audio" : "file", queryFile);
       if (like !== undefined) form.append("like", like);
       form.append("k", "24");
       body = await call("/search", { method: "POST", body: form });
@@ -127,13 +176,17 @@ async function search({ like } = {}) {
   }
 }
 
-function setImage(file) {
-  if (!file || !file.type.startsWith("image/")) {
-    say("that is not an image file", true);
+// The declared type only picks the preview and the form field; the server reads the bytes.
+function setQueryFile(file) {
+  const sound = Boolean(file) && /^(audio|video)\//.test(file.type);
+  if (!file || !(sound || file.type.startsWith("image/"))) {
+    say("that is neither an image nor a sound file", true);
     return;
   }
-  queryImage = file;
-  const preview = $("query-image");
+  clearQueryFile();
+  queryFile = file;
+  queryIsSound = sound;
+  const preview = $(sound ? "query-audio" : "query-image");
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
   $("clear-image").hidden = false;
@@ -141,9 +194,15 @@ function setImage(file) {
   search();
 }
 
-function clearImage() {
-  queryImage = null;
-  $("query-image").hidden = true;
+function clearQueryFile() {
+  queryFile = null;
+  queryIsSound = false;
+  for (const id of ["query-image", "query-audio"]) {
+    const preview = $(id);
+    if (preview.src) URL.revokeObjectURL(preview.src);
+    preview.removeAttribute("src");
+    preview.hidden = true;
+  }
   $("clear-image").hidden = true;
   $("drop-text").hidden = false;
 }
@@ -152,12 +211,12 @@ async function classify(event) {
   event.preventDefault();
   const out = $("labels-out");
   out.replaceChildren();
-  if (!queryImage) {
-    say("drop or choose an image to classify first", true);
+  if (!queryFile) {
+    say("drop or choose an image or a sound to classify first", true);
     return;
   }
   const form = new FormData();
-  form.append("file", queryImage);
+  form.append("file", queryFile);
   form.append("labels", $("labels").value);
   try {
     const body = await call("/classify", { method: "POST", body: form });
@@ -174,7 +233,7 @@ async function classify(event) {
 async function status() {
   try {
     const h = await call("/healthz");
-    $("status").textContent = `${h.items} images · model ${h.model}`;
+    $("status").textContent = `${h.items} items · model ${h.model}`;
   } catch (error) {
     $("status").textContent = "server not reachable";
   }
@@ -184,8 +243,8 @@ $("search").addEventListener("submit", (e) => {
   e.preventDefault();
   search();
 });
-$("file").addEventListener("change", (e) => setImage(e.target.files[0]));
-$("clear-image").addEventListener("click", clearImage);
+$("file").addEventListener("change", (e) => setQueryFile(e.target.files[0]));
+$("clear-image").addEventListener("click", clearQueryFile);
 $("classify").addEventListener("submit", classify);
 const drop = $("drop");
 drop.addEventListener("dragover", (e) => {
@@ -196,7 +255,7 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
   e.preventDefault();
   drop.classList.remove("over");
-  setImage(e.dataTransfer.files[0]);
+  setQueryFile(e.dataTransfer.files[0]);
 });
 drop.addEventListener("keydown", (e) => {
   if (e.key === "Enter" || e.key === " ") $("file").click();
