@@ -1,6 +1,7 @@
 """What lite's hearing finds, on real recordings nobody here made (issue 14's figures).
 
-    python benchmarks/audio_search.py            # ~10 min on 2 cores the first time; cached after
+    python benchmarks/audio_search.py            # ~25 min on 2 cores the first time; cached after
+    python benchmarks/audio_search.py --every 3  # a third of the voice prompts
 
 1. Speech: every Asterisk voice prompt with a shipped transcript is heard; each is then queried by
    a phrase it contains (the middle four words of its transcript, all of them when shorter). A
@@ -208,9 +209,9 @@ def fmt(r: dict[int, float]) -> str:
     return "  ".join(f"R@{k} {100 * v:5.1f}" for k, v in r.items())
 
 
-def speech_part(model, hearing: LiteHearing) -> None:
-    items = prompts()
-    heard = Heard("prompts", [p for p, _ in items], hearing)
+def speech_part(model, hearing: LiteHearing, every: int) -> None:
+    items = prompts()[::every]
+    heard = Heard(f"prompts-{every}", [p for p, _ in items], hearing)
     phrases = [phrase(t) for _, t in items]
     said = [" ".join(words(t)) for _, t in items]
     relevant = np.array([[f" {q} " in f" {s} " for s in said] for q in phrases])
@@ -279,12 +280,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-grid", action="store_true", help="skip the HearingConfig grid")
     parser.add_argument("--skip-speech", action="store_true")
+    parser.add_argument("--every", type=int, default=1, help="every n-th Asterisk prompt")
     args = parser.parse_args()
     model = load_model("lite", num_threads=2)
     hearing = LiteHearing(model, HearingConfig())
     print(f"HearingConfig: {hearing.config}")
     if not args.skip_speech:
-        speech_part(model, hearing)
+        speech_part(model, hearing, args.every)
     effects_part(model, hearing, grid=not args.no_grid)
     image_part(model, hearing)
 

@@ -16,6 +16,9 @@ class Settings:
     max_image_pixels: int = 100_000_000
     # Audio longer than this is cut there (a file) or refused (a query or upload).
     max_audio_seconds: float = 600.0
+    # Videos: frames over this many pixels (8K) or files longer than this are refused.
+    max_video_pixels: int = 7680 * 4320
+    max_video_seconds: float = 4 * 3600.0
     num_threads: int | None = None  # the model's intra-op threads; None: engine/threads.py
     decode_workers: int | None = None  # indexing's decode threads; None: engine/threads.py
     lite_runtime: str = "auto"  # how lite's image tower runs: auto, onnx or torch
@@ -38,6 +41,8 @@ class Settings:
             batch_size=int(env.get("XMODAL_BATCH_SIZE", cls.batch_size)),
             max_image_pixels=int(env.get("XMODAL_MAX_IMAGE_PIXELS", cls.max_image_pixels)),
             max_audio_seconds=float(env.get("XMODAL_MAX_AUDIO_SECONDS", cls.max_audio_seconds)),
+            max_video_pixels=int(env.get("XMODAL_MAX_VIDEO_PIXELS", cls.max_video_pixels)),
+            max_video_seconds=float(env.get("XMODAL_MAX_VIDEO_SECONDS", cls.max_video_seconds)),
             num_threads=int(threads) if threads else None,
             decode_workers=int(workers) if workers else None,
             lite_runtime=env.get("XMODAL_LITE_RUNTIME") or cls.lite_runtime,

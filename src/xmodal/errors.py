@@ -29,6 +29,11 @@ class AudioLoadError(XmodalError):
         super().__init__(f"{source}: {reason}")
 
 
+class VideoLoadError(AudioLoadError):
+    """A file could not be read as a video: not one, damaged, or over a limit. An
+    AudioLoadError too: whoever reads sound and video files (indexing, queries) catches both."""
+
+
 class InvalidInputError(XmodalError, ValueError):
     """Arguments that can never work: empty label lists, empty queries, bad names."""
 

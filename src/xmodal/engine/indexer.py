@@ -268,7 +268,8 @@ class Indexer:
         self._model_batch: int | None = None  # chosen once the model is loaded
         self._vectors: dict[bytes, np.ndarray] = {}  # hash -> vector, during a flush
         self._heard: dict[bytes, Heard] = {}  # hash -> what was said in a sound, during a flush
-        self._parts: dict[bytes, list[VideoPart]] = {}  # hash -> a video's segments
+        # hash + path -> a video's segments, or why they could not be read
+        self._parts: dict[bytes, list[VideoPart] | str] = {}
         self._batch_ids: dict[bytes, int] = {}  # hash -> id inserted, during a flush
 
     def run(
@@ -460,7 +461,11 @@ class Indexer:
         sounds = [r for r in reads if isinstance(r.prepared, AudioInput)]
         for r in reads:
             if isinstance(r.prepared, VideoInput):
-                self._parts[r.hash + r.found.path] = list(embed_video(r.prepared, self.encoder()))
+                try:
+                    parts = list(embed_video(r.prepared, self.encoder()))
+                except AudioLoadError as e:  # replaced or deleted since it was probed
+                    parts = e.reason
+                self._parts[r.hash + r.found.path] = parts
         if sounds:
             heard = self.encoder().hear([r.prepared.clip for r in sounds])
             self._heard.update((r.hash, h) for r, h in zip(sounds, heard))
@@ -518,9 +523,20 @@ class Indexer:
 
     def _insert_video(self, read: FileRead) -> None:
         """The video's row (its file state, no vector), then a row per segment."""
+        parts = self._parts[read.hash + read.found.path]
+        if isinstance(parts, str):  # unreadable after all: a skip, as if its read had failed
+            f = read.found
+            self.report.skipped.append((os.fsdecode(f.path), parts))
+            if f.path in self._states:  # its old rows went: counted as removed, not updated
+                self.report.updated -= 1
+                self.report.removed += 1
+            else:
+                self.report.added -= 1
+            self.catalog.record_skip(f.path, f.size, f.mtime_ns, parts)
+            return
         parent = self.catalog.insert_file(self._row(read, read.width, read.height), None)
         self._known.setdefault(read.hash, parent)
-        for part in self._parts[read.hash + read.found.path]:
+        for part in parts:
             row = dataclasses.replace(
                 self._row(read, part.width, part.height),
                 path=segment_path(read.found.path, part.start),

@@ -67,8 +67,8 @@ def media_extensions(modalities: frozenset[str]) -> frozenset[str]:
     out: set[str] = set()
     if AUDIO in modalities:
         out |= AUDIO_EXTENSIONS
-    # Videos wait for their segmenter (xmodal.video), which is not written yet.
-    if IMAGE in modalities and importlib.util.find_spec("xmodal.video") is not None:
+    # Videos are decoded by PyAV (xmodal.video): without it they are not scanned at all.
+    if IMAGE in modalities and importlib.util.find_spec("av") is not None:
         out |= VIDEO_EXTENSIONS
     return frozenset(out)
 
@@ -106,7 +106,7 @@ def embed_video(video: VideoInput, encoder: Encoder) -> Iterator[VideoPart]:
     hears = AUDIO in encoder.modalities
     rate = encoder.audio_rate if hears else 16_000
     batch = []
-    for segment in segments(os.fsdecode(video.path), rate=rate):
+    for segment in segments(os.fsdecode(video.path), rate=rate, sound=hears):
         batch.append(segment)
         if len(batch) >= _SEGMENT_BATCH:
             yield from _embed_segments(batch, encoder, hears)
