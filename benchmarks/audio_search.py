@@ -13,7 +13,8 @@
    left out). Queries are the unique captions; recall@1/5/10 against the expected recall of a
    random ranking.
 3. Audio -> image: each stamp sound queries the stamp pictures of the same set plus the
-   scikit-image photos; recall@5 of its own picture, and the top 5 of a few named recordings.
+   scikit-image photos and a few clip-art bells and trains; recall of its own picture, and the
+   top 5 of a few named recordings (a cat, a dog, bells...; no train recording ships).
 
 Each part is scored for the sound alone (SoundNet through ConSE), the transcript alone, and the
 two combined as lite indexes them, and a small grid over HearingConfig's sound parameters.
@@ -39,6 +40,19 @@ from xmodal.models.lite.soundnet import RATE, SoundNetRunner
 ASTERISK = Path("/usr/share/asterisk/sounds/en")
 TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 STAMPS = Path("/usr/share/tuxpaint/stamps")
+CLIPART = Path("/usr/share/openclipart/png")
+# Recordings outside the stamps, and clip art of what they are, added to the picture pool.
+NAMED_SOUNDS = (
+    "/usr/share/sounds/freedesktop/stereo/bell.oga",
+    "/usr/share/tuxpaint/sounds/typewriterbell.wav",
+    "/usr/share/sounds/sound-icons/canary-long.wav",
+)
+NAMED_PICTURES = (
+    "recreation/holiday/christmas/jingle_bells_01.png",
+    "computer/icons/flat-theme/applications/bell.png",
+    "recreation/toys/kiddy_train_orlando_kara_.png",
+    "transportation/roadsigns/train.png",
+)
 OUT = Path(__file__).parent / "out" / "audio_search"
 KS = (1, 5, 10)
 
@@ -256,9 +270,12 @@ def image_part(model, hearing: LiteHearing) -> None:
     items = [(s, c, p) for s, c, p in stamps() if p is not None]
     heard = Heard("stamp_pictures", [s for s, _, _ in items], hearing)
     photos = {n: getattr(data, n)() for n in ("chelsea", "coffee", "rocket", "astronaut")}
+    clipart = [CLIPART / p for p in NAMED_PICTURES if (CLIPART / p).is_file()]
     names = [c for _, c, _ in items] + [f"photo:{n}" for n in photos]
+    names += [f"clipart:{p.stem}" for p in clipart]
     pictures = [Image.open(p).convert("RGB") for _, _, p in items]
     pictures += [Image.fromarray(a).convert("RGB") for a in photos.values()]
+    pictures += [Image.open(p).convert("RGB") for p in clipart]
     image_vectors = model.embed_images(pictures)
     relevant = np.zeros((len(items), len(names)), bool)
     relevant[np.arange(len(items)), np.arange(len(items))] = True
@@ -274,6 +291,10 @@ def image_part(model, hearing: LiteHearing) -> None:
         if rows:
             top = np.argsort(-(combined[rows[0]] @ image_vectors.T))[:5]
             print(f"  {wanted + '.ogg':<14} top 5: {', '.join(names[i] for i in top)}")
+    sounds = [Path(p) for p in NAMED_SOUNDS if Path(p).is_file()]
+    for sound, vector in zip(sounds, model.embed_audio(sounds), strict=True):
+        top = np.argsort(-(vector @ image_vectors.T))[:5]
+        print(f"  {sound.name:<14} top 5: {', '.join(names[i] for i in top)}")
 
 
 def main() -> None:

@@ -14,96 +14,50 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xmodal import fulltext
+from xmodal.catalog_rows import (
+    AUDIO_KIND,
+    IMAGE_KIND,
+    TEXT_KIND,
+    VIDEO_KIND,
+    FileRow,
+    FileState,
+    Item,
+    SkipState,
+    file_path,
+    segment_path,
+)
 from xmodal.catalog_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from xmodal.errors import CatalogError
 from xmodal.filters import Filter, parse_filter
 from xmodal.itemtext import ItemText, filename_words
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Catalog", "FileRow", "Item", "migrate"]
+__all__ = [
+    "AUDIO_KIND",
+    "IMAGE_KIND",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "TEXT_KIND",
+    "VIDEO_KIND",
+    "Catalog",
+    "FileRow",
+    "FileState",
+    "Item",
+    "SkipState",
+    "file_path",
+    "migrate",
+    "segment_path",
+]
 
 # Allowed-id sets kept per filter until the catalog changes (metadata keys have no index, so a
 # repeated filtered query would otherwise rescan every row's JSON).
 _FILTER_CACHE_ENTRIES = 32
 _FILTER_CACHE_IDS = 4_000_000  # 32 MB of int64 ids at most, whatever the collection's size
-
-
-IMAGE_KIND = "image"
-TEXT_KIND = "text"
-AUDIO_KIND = "audio"
-VIDEO_KIND = "video"
-# Between a video's path and a segment's start in the segment's stored path: no real path has it.
-_SEGMENT_MARK = b"\x00"
-
-
-def segment_path(video: bytes, start: float) -> bytes:
-    return video + _SEGMENT_MARK + f"{start:.3f}".encode()
-
-
-def file_path(stored: bytes) -> bytes:
-    """The file a stored path names: a video segment's video, else the path itself."""
-    return stored.partition(_SEGMENT_MARK)[0]
-
-
-@dataclass(frozen=True)
-class Item:
-    """One indexed item as the Python API, CLI and server show it: an image, a text, a sound,
-    or a video segment (path: the video; start and end: its time range in seconds)."""
-
-    id: int
-    path: str  # os.fsdecode of the stored bytes: opens the file even when not valid UTF-8
-    size: int
-    mtime: float  # seconds since the epoch
-    width: int
-    height: int
-    caption: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    kind: str = IMAGE_KIND
-    duration: float | None = None  # seconds of a sound or a video
-    start: float | None = None  # a video segment's time range
-    end: float | None = None
-
-
-@dataclass(frozen=True)
-class FileRow:
-    """What the indexer writes for one file (its vector goes beside it)."""
-
-    path: bytes
-    size: int
-    mtime_ns: int
-    hash: bytes
-    width: int
-    height: int
-    caption: str | None = None  # from sidecar files
-    embedded: str = ""  # descriptions embedded in the file (EXIF, XMP, IPTC, PNG text)
-    caption_stamp: str = ""  # the sidecars' sizes and mtimes (xmodal.itemtext.sidecar_stamp)
-    kind: str = IMAGE_KIND
-    body: str = ""  # a text item's content; what a sound says
-    duration: float | None = None
-    parent: int | None = None  # a video segment's video
-    start: float | None = None
-    end: float | None = None
-
-
-@dataclass(frozen=True)
-class FileState:
-    id: int
-    size: int
-    mtime_ns: int
-    hash: bytes
-
-
-@dataclass(frozen=True)
-class SkipState:
-    size: int
-    mtime_ns: int
-    reason: str
 
 
 class Catalog:
