@@ -379,7 +379,7 @@ def test_cuda_gives_the_cpu_vectors_in_float32(folders, encoders):
 
 def test_a_clip_model_still_does_not_hear(tmp_path):
     clip = load_model(f"hf:{save_hf_clip(tmp_path / 'clip')}")
-    with pytest.raises(UnsupportedModalityError, match="does not embed audios"):
+    with pytest.raises(UnsupportedModalityError, match="does not embed sounds"):
         clip.embed_audio([str(SOUNDS["bell"])])
 
 

@@ -1,7 +1,8 @@
 """Image-caption pair datasets for training and evaluation, read from four layouts.
 
-- CSV (or .tsv): a header row naming the image column (`image`, `path` or `filepath`) and the
-  caption column (`caption`, `text` or `title`); several rows may share an image.
+- CSV (or .tsv): a header row naming the image column (`image`, `path`, `filepath` or `audio`)
+  and the caption column (`caption`, `text` or `title`); several rows may share an image. With
+  several file columns (`image` and `audio` in one mixed file) a row's file is its first filled one.
 - JSON Lines (.jsonl, .ndjson): one object per line with the same keys; a caption may also be a
   list of strings (several captions for one image).
 - a folder of images with same-name `.txt` captions (`cat.jpg` + `cat.txt`); every non-blank line
@@ -230,8 +231,22 @@ def _add(pairset: PairSet, ref: str, image: object, caption: object, label=None)
 
 
 def _pick_column(names: Iterable[str], wanted: tuple[str, ...]) -> str | None:
+    return next(iter(_pick_columns(names, wanted)), None)
+
+
+def _pick_columns(names: Iterable[str], wanted: tuple[str, ...]) -> list[str]:
     by_lower = {n.strip().lower(): n for n in names if n is not None}
-    return next((by_lower[w] for w in wanted if w in by_lower), None)
+    return [by_lower[w] for w in wanted if w in by_lower]
+
+
+def _first_filled(entry: dict, columns: list[str]) -> object:
+    """The first non-blank value among `columns`: a mixed file fills `image` on some rows and
+    `audio` on others. With none filled, the first column's value (for the reason given)."""
+    for column in columns:
+        value = entry.get(column)
+        if isinstance(value, str) and value.strip():
+            return value
+    return entry.get(columns[0])
 
 
 def _read_csv(pairset: PairSet, delimiter: str) -> None:
@@ -242,16 +257,16 @@ def _read_csv(pairset: PairSet, delimiter: str) -> None:
             columns = reader.fieldnames or []
             if not columns:
                 raise InvalidInputError(f"{name}: empty file, expected a header row")
-            image_col = _pick_column(columns, IMAGE_KEYS)
+            image_cols = _pick_columns(columns, IMAGE_KEYS)
             caption_col = _pick_column(columns, CAPTION_KEYS)
-            if image_col is None or caption_col is None:
+            if not image_cols or caption_col is None:
                 raise InvalidInputError(
                     f"{name}: header has columns {columns}; it needs an image column "
                     f"({', '.join(IMAGE_KEYS)}) and a caption column ({', '.join(CAPTION_KEYS)})"
                 )
             for row in reader:
                 ref = f"{pairset.source.name}:{reader.line_num}"
-                _add(pairset, ref, row.get(image_col), row.get(caption_col))
+                _add(pairset, ref, _first_filled(row, image_cols), row.get(caption_col))
         except UnicodeDecodeError:
             raise InvalidInputError(
                 f"{name}: not UTF-8 text (near line {reader.line_num + 1})"
@@ -277,13 +292,13 @@ def _read_jsonl(pairset: PairSet) -> None:
                 pairset.skipped.append((ref, "not a JSON object"))
                 continue
             keys_seen.update(record)
-            image_key = _pick_column(record, IMAGE_KEYS)
+            image_keys = _pick_columns(record, IMAGE_KEYS)
             caption_key = _pick_column(record, CAPTION_KEYS)
-            if image_key is None or caption_key is None:
-                missing = "image" if image_key is None else "caption"
+            if not image_keys or caption_key is None:
+                missing = "image" if not image_keys else "caption"
                 pairset.skipped.append((ref, f"no {missing} key"))
                 continue
-            _add(pairset, ref, record[image_key], record[caption_key])
+            _add(pairset, ref, _first_filled(record, image_keys), record[caption_key])
     if (
         keys_seen
         and not pairset.pairs

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xmodal.audio import is_audio_file
 from xmodal.evaluate.classification import zero_shot_metrics
 from xmodal.evaluate.embed import EmbeddedPairs, embed_pairs
 from xmodal.evaluate.quality import (
@@ -75,7 +76,12 @@ def evaluate_embedded(
     zero_shot = None
     if emb.labels and len(emb.labels) >= 2:
         zero_shot = zero_shot_metrics(
-            encoder, emb.image_vecs, emb.image_labels, emb.labels, templates
+            encoder,
+            emb.image_vecs,
+            emb.image_labels,
+            emb.labels,
+            templates,
+            is_sound=[is_audio_file(path) for path in emb.images],
         )
     return {
         "model": emb.model,

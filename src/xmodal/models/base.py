@@ -206,7 +206,8 @@ class Encoder(ABC):
 
     def _require(self, modality: str) -> None:
         if modality not in self.modalities:
-            raise UnsupportedModalityError(f"model {self.name} does not embed {modality}s")
+            noun = {AUDIO: "sounds"}.get(modality, f"{modality}s")
+            raise UnsupportedModalityError(f"model {self.name} does not embed {noun}")
 
     def _batched(self, items, encode, batch_size, progress, unit) -> np.ndarray:
         size = self.batch_size if batch_size is None else batch_size
