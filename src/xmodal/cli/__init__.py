@@ -15,6 +15,7 @@ from xmodal.cli.common import ErrorGroup
 from xmodal.cli.embed import classify_cmd, embed_cmd, similarity_cmd
 from xmodal.cli.eval import eval_cmd
 from xmodal.cli.export import export_cmd
+from xmodal.cli.generate import generate_cmd
 from xmodal.cli.migrate import migrate_cmd
 from xmodal.cli.moderate import moderate_cmd
 from xmodal.cli.serve import serve_cmd
@@ -63,6 +64,7 @@ for command in (
     moderate_cmd,
     ask_cmd,
     describe_cmd,
+    generate_cmd,
 ):
     main.add_command(command)
 
