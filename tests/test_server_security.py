@@ -237,6 +237,8 @@ def requests_for() -> dict:
         ("POST", "/moderate"): (dict(files=image), 200),
         ("POST", "/ask"): (dict(json={"question": "red", "generate": False}), 200),
         ("POST", "/describe"): (dict(data={"generate": "false"}, files=image), 200),
+        # The fake model cannot draw: refused with a reason once past the key.
+        ("POST", "/generate"): (dict(json={"prompt": "red", "steps": 1, "size": 32}), 422),
         ("GET", "/items/{item_id}"): (dict(), 200),
         ("GET", "/items/{item_id}/file"): (dict(), 200),
         ("GET", "/items/{item_id}/thumbnail"): (dict(), 200),

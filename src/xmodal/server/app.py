@@ -25,7 +25,7 @@ from xmodal.models.base import Encoder
 from xmodal.server.auth import KeyGate
 from xmodal.server.metrics import Metrics
 from xmodal.server.middleware import BodyLimit, RequestMetrics
-from xmodal.server.routes import apps, items, meta, model, search, session
+from xmodal.server.routes import apps, generate, items, meta, model, search, session
 from xmodal.server.security import HostCheck, OriginCheck, SecurityHeaders
 from xmodal.server.service import Service
 from xmodal.server.settings import ServerSettings, get_server_settings
@@ -81,6 +81,7 @@ def create_app(
         meta.router,
         session.router,
         apps.router,
+        generate.router,
     ):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=resources.files("xmodal.server") / "static"))
