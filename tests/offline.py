@@ -67,3 +67,23 @@ def black_hole() -> Iterator[str]:
         for s in fillers:
             s.close()
         listener.close()
+
+
+OFFLINE_WAYS = ("HF_HUB_OFFLINE", "refused", "black hole")
+
+
+def cut_off(how: str, monkeypatch, stack: contextlib.ExitStack) -> str:
+    """Make the hub unreachable one of OFFLINE_WAYS; returns what the error must then say."""
+    import huggingface_hub.constants
+
+    from xmodal.models import hub
+
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        # The flag alone answers: not even the probe's one connect is tried.
+        monkeypatch.setattr(hub, "hub_reachable", no_network)
+        return "HF_HUB_OFFLINE is set"
+    # Port 9 on this machine refuses at once; the black hole makes the probe time out.
+    endpoint = "http://127.0.0.1:9" if how == "refused" else stack.enter_context(black_hole())
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    return "looks offline"

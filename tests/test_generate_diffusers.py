@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
 
 from checkpoints import CLIP_CONTEXT, save_hf_clip, write_clip_bpe_vocab  # noqa: E402
-from offline import black_hole, error_within_guard, no_network  # noqa: E402
+from offline import OFFLINE_WAYS, cut_off, error_within_guard, no_network  # noqa: E402
 from xmodal.engine.query import combine  # noqa: E402
 from xmodal.errors import (  # noqa: E402
     DeviceError,
@@ -135,18 +135,6 @@ def clip(clip_folder):
     return load_model(f"hf:{clip_folder}")
 
 
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache, and nothing in the environment that changes how the hub is reached."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return cache
-
-
 def pixels(ranked) -> list[np.ndarray]:
     return [np.asarray(r.image) for r in ranked]
 
@@ -214,22 +202,10 @@ def test_unavailable_cuda_is_a_device_error(generator):
         rerank.load_pipeline(generator, "cuda")
 
 
-@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "refused", "black hole"])
+@pytest.mark.parametrize("how", OFFLINE_WAYS)
 def test_uncached_hub_name_fails_fast_offline(how, offline_cache, monkeypatch):
-    import huggingface_hub.constants
-
     with contextlib.ExitStack() as stack:
-        if how == "HF_HUB_OFFLINE":
-            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-            # The flag alone answers: not even the probe's one connect is tried.
-            monkeypatch.setattr(hub, "hub_reachable", no_network)
-            expected = "HF_HUB_OFFLINE is set"
-        else:
-            endpoint = (
-                "http://127.0.0.1:9" if how == "refused" else stack.enter_context(black_hole())
-            )
-            monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-            expected = "looks offline"
+        expected = cut_off(how, monkeypatch, stack)
         error = error_within_guard(lambda: rerank.load_pipeline("diffusers:stabilityai/sd-turbo"))
     assert isinstance(error, ModelLoadError), error
     assert expected in str(error)

@@ -23,7 +23,7 @@ from checkpoints import (  # noqa: E402
     save_hf_clip,
     save_hf_siglip,
 )
-from offline import black_hole, error_within_guard, no_network  # noqa: E402
+from offline import OFFLINE_WAYS, cut_off, error_within_guard, no_network  # noqa: E402
 from xmodal.errors import (  # noqa: E402
     DeviceError,
     InvalidInputError,
@@ -79,18 +79,6 @@ def _normalised(x) -> np.ndarray:
 def _image_features(model, pixel_values) -> np.ndarray:
     with torch.no_grad():
         return _normalised(model.get_image_features(pixel_values=pixel_values).pooler_output)
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache, and nothing in the environment that changes how the hub is reached."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return cache
 
 
 # -- the saved checkpoints are realistic ---------------------------------------------------
@@ -281,22 +269,10 @@ def test_other_architectures_are_refused(model_type, says, tmp_path):
         load_model(f"hf:{tmp_path}")
 
 
-@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "refused", "black hole"])
+@pytest.mark.parametrize("how", OFFLINE_WAYS)
 def test_uncached_hub_name_fails_fast_offline(how, offline_cache, monkeypatch):
     with contextlib.ExitStack() as stack:
-        import huggingface_hub.constants
-
-        if how == "HF_HUB_OFFLINE":
-            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-            # The flag alone answers: not even the probe's one connect is tried.
-            monkeypatch.setattr(hub, "hub_reachable", no_network)
-            expected = "HF_HUB_OFFLINE is set"
-        else:
-            endpoint = (
-                "http://127.0.0.1:9" if how == "refused" else stack.enter_context(black_hole())
-            )
-            monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-            expected = "looks offline"
+        expected = cut_off(how, monkeypatch, stack)
         error = error_within_guard(lambda: load_model("hf:openai/clip-vit-base-patch32"))
         assert isinstance(error, ModelLoadError), error
         assert expected in str(error)

@@ -386,18 +386,6 @@ def test_a_clip_model_still_does_not_hear(tmp_path):
 # -- the hub ----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache, and nothing in the environment that changes how the hub is reached."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return cache
-
-
 def test_an_uncached_clap_repo_fails_fast_offline(offline_cache, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(hub, "hub_reachable", no_network)

@@ -19,7 +19,7 @@ from checkpoints import (  # noqa: E402
     save_openclip_checkpoint,
     tiny_openclip_config,
 )
-from offline import black_hole, error_within_guard, no_network  # noqa: E402
+from offline import OFFLINE_WAYS, cut_off, error_within_guard, no_network  # noqa: E402
 from xmodal.errors import (  # noqa: E402
     DeviceError,
     InvalidInputError,
@@ -67,18 +67,6 @@ def _open_clip_images(model, preprocess, paths) -> np.ndarray:
     with torch.no_grad():
         pixels = torch.stack([preprocess(Image.open(p)) for p in paths])
         return _normalised(model.encode_image(pixels))
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty HF cache, and nothing in the environment that changes how the hub is reached."""
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
-        monkeypatch.delenv(var, raising=False)
-    return cache
 
 
 # -- vectors ---------------------------------------------------------------------------------
@@ -266,23 +254,10 @@ def test_cuda_gives_the_cpu_vectors_in_float32(saved, encoder, photos):
 
 
 @pytest.mark.parametrize("name", [HUB_TAG, f"hf-hub:{HUB_REPO}"])
-@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "refused", "black hole"])
+@pytest.mark.parametrize("how", OFFLINE_WAYS)
 def test_uncached_hub_weights_fail_fast_offline(name, how, offline_cache, monkeypatch):
     with contextlib.ExitStack() as stack:
-        import huggingface_hub.constants
-
-        if how == "HF_HUB_OFFLINE":
-            monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-            # The flag alone answers: not even the probe's one connect is tried.
-            monkeypatch.setattr(hub, "hub_reachable", no_network)
-            expected = "HF_HUB_OFFLINE is set"
-        else:
-            # Port 9 on this machine refuses at once; the black hole makes the probe time out.
-            endpoint = (
-                "http://127.0.0.1:9" if how == "refused" else stack.enter_context(black_hole())
-            )
-            monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-            expected = "looks offline"
+        expected = cut_off(how, monkeypatch, stack)
         error = error_within_guard(lambda: load_model(f"openclip:{name}"))
         assert isinstance(error, ModelLoadError), error
         assert expected in str(error)

@@ -250,12 +250,7 @@ def _refuse_random_weights(model, info: dict, arg: str) -> None:
 
 
 def _not_loadable(arg: str, e: Exception) -> ModelLoadError | ModelNotFoundError:
-    from huggingface_hub.errors import RepositoryNotFoundError
-
-    cause: BaseException | None = e
-    while cause is not None and not isinstance(cause, RepositoryNotFoundError):
-        cause = cause.__cause__ or cause.__context__
-    if cause is not None:
+    if hub.repository_missing(e):
         return ModelNotFoundError(
             f"no repository {arg} on the hub: check the name, or {_SAVE_HINT}"
         )

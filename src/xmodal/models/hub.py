@@ -203,3 +203,14 @@ def _transformers_crop(
         image = image.resize((new_w, new_h), resample)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
+
+
+def repository_missing(error: BaseException) -> bool:
+    """Whether the hub said the repository does not exist, anywhere in the error's chain (the
+    libraries wrap it in their own OSErrors)."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, RepositoryNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    return cause is not None
