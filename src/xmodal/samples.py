@@ -103,6 +103,7 @@ CLIPART_SKIPPED = ("shapes", "special", "computer", "buttons", "logos", "unsorte
 EMOJI_BLOCKS = ((0x2600, 0x27C0), (0x1F300, 0x1FB00))
 EMOJI_FONT_SIZE = 109  # the one size at which the Noto colour bitmaps exist
 TEST_PERCENT = 20
+HELD_OUT_CATEGORY_PERCENT = 45
 # A few clip-art files are 100+ megapixel posters: over the loader's limit and slow to decode.
 CLIPART_MAX_PIXELS = 16_000_000
 
@@ -121,6 +122,14 @@ def split_of(caption: str) -> str:
     """
     h = hashlib.blake2b(caption.encode("utf-8"), digest_size=8).digest()
     return "test" if int.from_bytes(h, "little") % 100 < TEST_PERCENT else "train"
+
+
+def held_out_category(category: str) -> bool:
+    """True for the clip-art categories (top folders) that benchmarks report on and nothing
+    learns from: tools, education, people, science, transportation (a stable hash, ~45%).
+    lite's reference bank (models/lite/bank.py) is built from the other categories only."""
+    h = hashlib.blake2b(f"category:{category}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") % 100 < HELD_OUT_CATEGORY_PERCENT
 
 
 def _check_split(split: str | None) -> None:
@@ -218,6 +227,27 @@ def emoji_images(folder: str | Path, split: str | None = None) -> list[Captioned
         block = next(lo for lo, hi in EMOJI_BLOCKS if lo <= ord(ch) < hi)
         items.append(CaptionedImage(caption, path, f"U+{block:04X}"))
     return items
+
+
+# CLDR's Hindi names of emoji (Debian unicode-cldr-core): the same pictures, asked about in Hindi.
+CLDR_HINDI = Path("/usr/share/unicode/cldr/common/annotations/hi.xml")
+
+
+@lru_cache(maxsize=1)
+def emoji_hindi_names(path: Path = CLDR_HINDI) -> dict[str, str]:
+    """Emoji character -> its CLDR Hindi name ("tts" annotation, e.g. 🐱 -> "बिल्ली का चेहरा")."""
+    import xml.etree.ElementTree as ET
+
+    _require(path, "unicode-cldr-core")
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as e:
+        raise MissingDataError(f"{path} is not readable CLDR XML: {e}") from e
+    return {
+        a.get("cp"): a.text.strip()
+        for a in root.iter("annotation")
+        if a.get("type") == "tts" and a.get("cp") and a.text and a.text.strip()
+    }
 
 
 # Labelled clip art for moderation: openclipart's weapons, alcohol and a few drug pictures,

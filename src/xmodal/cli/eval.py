@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -71,8 +72,78 @@ def _eval_table(document: dict) -> str:
     return "\n".join(lines)
 
 
+def _p_text(p: float) -> str:
+    return "p<0.001" if p < 0.001 else f"p={p:.3f}"
+
+
+def _bias_table(document: dict) -> str:
+    """One row per test and form, one column per model: "d=+1.23 (p=0.004)"; "-" where a form
+    did not run for that model (no image side)."""
+    from xmodal.evaluate.bias import result_rows
+
+    models = document["models"]
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for model, results in models.items():
+        for name, form, figures in result_rows(results):
+            cell = f"d={figures['effect_size']:+.2f} ({_p_text(figures['p_value'])})"
+            cells.setdefault((name, form), {})[model] = cell
+    test_width = max([4, *(len(name) for name, _ in cells)]) + 2
+    width = max(20, *(len(name) + 2 for name in models))
+    lines = [
+        f"probe {document['probe']['name']} ({document['probe']['source']}): "
+        "WEAT effect size d, one-sided permutation p",
+        "",
+        f"{'TEST':<{test_width}}{'FORM':<7}" + "".join(f"{m:>{width}}" for m in models),
+    ]
+    for (name, form), by_model in cells.items():
+        row = "".join(f"{by_model.get(m, '-'):>{width}}" for m in models)
+        lines.append(f"{name:<{test_width}}{form:<7}{row}")
+    return "\n".join(lines)
+
+
+def _distinct_encoders(model_names, batch_size, device):
+    """(name as given, encoder) per model, once each: two names of one model run it once."""
+    seen: set[str] = set()
+    for name in dict.fromkeys(model_names or [None]):
+        encoder = load_encoder(name, batch_size, device)
+        if encoder.name not in seen:
+            seen.add(encoder.name)
+            yield name, encoder
+
+
+def _run_bias(probe_arg, model_names, report_dir, as_json, device, batch_size, permutations, seed):
+    from xmodal.evaluate.bias import load_probe, plot_bias, run_probe
+
+    probe = load_probe(probe_arg)
+    document: dict = {
+        "probe": {"name": probe.name, "source": probe.source, "description": probe.description},
+        "models": {},
+    }
+    for name, encoder in _distinct_encoders(model_names, batch_size, device):
+        results = run_probe(encoder, probe, permutations=permutations, seed=seed)
+        results["model"] = name or encoder.name
+        document["models"][results["model"]] = results
+    first = next(iter(document["models"].values()))
+    for test in first["tests"]:
+        for form, figures in test["forms"].items():
+            if "skipped" in figures:
+                warn(f"{test['name']} ({form}): skipped: {figures['skipped']}")
+    if report_dir:
+        folder = Path(report_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "bias.json").write_text(
+            json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8"
+        )
+        plot_bias(document["models"], folder / "bias.png")
+        warn(f"wrote bias.json, bias.png to {report_dir}")
+    if as_json:
+        click.echo(json.dumps(document, ensure_ascii=False))
+    else:
+        click.echo(_bias_table(document))
+
+
 @click.command("eval")
-@click.argument("pairs")
+@click.argument("pairs", required=False)
 @click.option(
     "--model",
     "-m",
@@ -80,7 +151,12 @@ def _eval_table(document: dict) -> str:
     multiple=True,
     help=f"{MODEL_HELP}; repeat to compare models side by side",
 )
-@click.option("--report", "report_dir", default=None, help="write metrics.json and PNG plots here")
+@click.option(
+    "--report",
+    "report_dir",
+    default=None,
+    help="write metrics.json and PNG plots here (--bias: bias.json, bias.png)",
+)
 @click.option(
     "--template",
     "-t",
@@ -89,15 +165,56 @@ def _eval_table(document: dict) -> str:
     help="zero-shot prompt template with {} (repeatable). Default: the model's own",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the metrics as one JSON object")
+@click.option(
+    "--bias",
+    "bias_probe",
+    default=None,
+    metavar="PROBE",
+    help="run a WEAT association probe (a TOML file, or 'default') instead of PAIRS",
+)
+@click.option(
+    "--permutations",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="--bias: random re-partitions for a p-value when counting them all is too many",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="--bias: permutation seed")
 @device_option()
 @batch_option
-def eval_cmd(pairs, model_names, report_dir, templates, as_json, device, batch_size) -> None:
+def eval_cmd(
+    pairs,
+    model_names,
+    report_dir,
+    templates,
+    as_json,
+    bias_probe,
+    permutations,
+    seed,
+    device,
+    batch_size,
+) -> None:
     """Evaluate models on the image-caption set PAIRS: retrieval recall@k both ways, zero-shot
     accuracy (label folders), embedding quality and a suggested search threshold.
 
     PAIRS is a CSV or JSONL file (image and caption columns; relative paths from its folder),
     a folder of images with same-name .txt captions, or a folder of label folders.
+
+    With --bias PROBE (no PAIRS): WEAT effect sizes and permutation p-values of the probe's
+    tests, on words and, where the probe gives images and the model embeds them, on images;
+    --report DIR writes bias.json and bias.png.
     """
+    if bias_probe is not None:
+        if pairs is not None:
+            raise click.UsageError("give PAIRS or --bias PROBE, not both")
+        if templates:
+            raise click.UsageError("--template applies to PAIRS, not to --bias")
+        _run_bias(
+            bias_probe, model_names, report_dir, as_json, device, batch_size, permutations, seed
+        )
+        return
+    if pairs is None:
+        raise click.UsageError("give PAIRS (an image-caption set) or --bias PROBE")
     from xmodal.evaluate import dataset_summary, embed_pairs, evaluate_embedded, write_report
     from xmodal.pairs import load_pairs
 
@@ -105,12 +222,7 @@ def eval_cmd(pairs, model_names, report_dir, templates, as_json, device, batch_s
     warn_skipped(pairset.skipped)
     document: dict = {"dataset": dataset_summary(pairset), "models": {}}
     embedded = []
-    seen: set[str] = set()
-    for name in dict.fromkeys(model_names or [None]):
-        encoder = load_encoder(name, batch_size, device)
-        if encoder.name in seen:
-            continue
-        seen.add(encoder.name)
+    for name, encoder in _distinct_encoders(model_names, batch_size, device):
         emb = embed_pairs(encoder, pairset, progress=True)
         # Tables and plots show a model as the user named it (a trained folder's full path
         # is the encoder's name, too long for a legend).
