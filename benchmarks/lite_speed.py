@@ -5,7 +5,8 @@
 First the image tower alone on prepared pixels, per runtime (models/lite/runtime.py), against
 the plain eager torch network (padding computed per call, NCHW) as the baseline. Then each
 variant on the runtime it chose: "encode" starts from decoded PIL images (preprocess + network +
-ConSE); "with decode" starts from PNG files (load_image + the same). Texts: short captions.
+ConSE, and lite-v2's bank); "with decode" starts from PNG files (load_image + the same). Texts:
+short English captions, and Hindi queries (which lite-v2 sends to e5 alone).
 The first batch of each measurement is a warm-up and not timed.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from _common import OUT
+from _common import HINDI_QUERIES, OUT
 from xmodal.images import load_image
 from xmodal.models.lite import IMAGE_TOWERS, VARIANTS, load
 from xmodal.models.lite.efficientnet import load_efficientnet
@@ -67,13 +68,19 @@ def main() -> None:
     paths = [p.path for p in photos] * 3  # 42 files, >= one batch
     decoded = [load_image(p) for p in paths]
     texts = [f"a photo of a {p.label} number {i}" for i, p in enumerate(photos * 3)]
+    queries = list(HINDI_QUERIES.values())
+    hindi = [f"{queries[i % len(queries)]} {i}" for i in range(len(texts))]
     image_tower_table(decoded, args.threads, args.batches)
-    print(f"\nvariants, batch {BATCH}, {args.threads} threads; ms per item (items/s)")
     print(
-        f"{'variant':10} {'runtime':7} {'load s':>7} {'image encode':>16} "
-        f"{'image w/ decode':>16} {'text':>16}"
+        f"\nvariants, batch {BATCH}, {args.threads} threads; ms per item (items/s), and in [ ] "
+        "each variant against lite (the baseline, measured first)"
     )
-    for name in VARIANTS:
+    print(
+        f"{'variant':10} {'runtime':7} {'load s':>7} {'image encode':>24} "
+        f"{'image w/ decode':>24} {'English text':>24} {'Hindi text':>24}"
+    )
+    base = None
+    for name in ["lite", *(v for v in VARIANTS if v != "lite")]:
         t = time.perf_counter()
         model = load(name, num_threads=args.threads, batch_size=BATCH)
         load_s = time.perf_counter() - t
@@ -81,8 +88,12 @@ def main() -> None:
             per_item_ms(model.embed_images, decoded, args.batches),
             per_item_ms(model.embed_images, paths, args.batches),
             per_item_ms(model.embed_texts, texts, args.batches),
+            per_item_ms(model.embed_texts, hindi, args.batches),
         ]
-        cells = " ".join(f"{ms:7.1f} ({1000 / ms:5.0f}/s)" for ms in cols)
+        base = base or cols
+        cells = " ".join(
+            f"{ms:7.1f} ({1000 / ms:5.0f}/s) [{ms / b:4.2f}x]" for ms, b in zip(cols, base)
+        )
         print(f"{name:10} {model.runtime:7} {load_s:7.2f} {cells}")
 
 

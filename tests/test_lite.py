@@ -54,7 +54,12 @@ def test_list_models_reports_dim_and_availability():
     infos = {i.name: i for i in list_models()}
     assert set(infos) == set(VARIANTS)
     assert all(i.available for i in infos.values())
-    assert {n: i.dim for n, i in infos.items()} == {"lite": 768, "lite-en": 384, "lite-e5": 384}
+    assert {n: i.dim for n, i in infos.items()} == {
+        "lite": 768,
+        "lite-v2": 768,
+        "lite-en": 384,
+        "lite-e5": 384,
+    }
 
 
 def test_unknown_variant_names_the_choices():

@@ -90,7 +90,7 @@ def _bias_table(document: dict) -> str:
     test_width = max([4, *(len(name) for name, _ in cells)]) + 2
     width = max(20, *(len(name) + 2 for name in models))
     lines = [
-        f"probe {document['probe']['name']} ({document['probe']['source']}): "
+        f"probe {document['probe']['name']} ({Path(document['probe']['source']).name}): "
         "WEAT effect size d, one-sided permutation p",
         "",
         f"{'TEST':<{test_width}}{'FORM':<7}" + "".join(f"{m:>{width}}" for m in models),

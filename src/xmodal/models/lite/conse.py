@@ -18,11 +18,13 @@ from xmodal.audio import Clip
 from xmodal.errors import InvalidInputError
 from xmodal.models.base import AUDIO, IMAGE, TEXT, Encoder, Heard, l2_normalize
 from xmodal.models.lite.classes import load_class_embeddings
+from xmodal.models.lite.language import tower_weights
 from xmodal.models.lite.spec import CLASS_ROLE, IMAGE_TOWERS, QUERY_ROLE, TEMPLATES, LiteVariant
 from xmodal.models.lite.text import TEXT_TOWERS
 from xmodal.models.preprocess import ImageTransform
 
 if TYPE_CHECKING:
+    from xmodal.models.lite.bank import ReferenceBank
     from xmodal.models.lite.head import AlignmentHead
     from xmodal.models.lite.hearing import LiteHearing
     from xmodal.models.lite.runtime import ImageRunner
@@ -118,6 +120,14 @@ class LiteEncoder(Encoder):
             self.class_vectors.append(centre(raw, mean))
         # Equal weight per tower: concatenated unit vectors scaled so the whole row is unit.
         self._tower_weight = np.float32(1 / np.sqrt(len(self.text_towers)))
+        self.bank: ReferenceBank | None = None
+        if variant.bank is not None:
+            from xmodal.models.lite.bank import ReferenceBank
+
+            towers = list(variant.text_towers)
+            roles = [CLASS_ROLE[t] for t in towers]
+            weights = [self._tower_weight] * len(towers)
+            self.bank = ReferenceBank(variant.bank, towers, roles, self._means, weights)
         self.head = None if head is None else head.eval()
         self.modalities = frozenset({TEXT, IMAGE, AUDIO} if _hears() else {TEXT, IMAGE})
         apply_option(self, quantize)
@@ -147,12 +157,13 @@ class LiteEncoder(Encoder):
         return self._run(np.stack(pixels))
 
     def conse_vectors(self, prepared: list[np.ndarray]) -> np.ndarray:
-        """Prepared images (prepare_image) -> (n, dim) unit ConSE vectors before the head: what
-        a head trains on while the towers stay frozen, and what embed_images gives without one."""
+        """Prepared images (prepare_image) -> (n, dim) unit vectors before the head (ConSE, and
+        the bank's captions where the variant has one): what a head trains on while the towers
+        stay frozen, and what embed_images gives without one."""
         return l2_normalize(self._conse(prepared))
 
     def conse_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        """(n, 1000) image-tower logits (image_logits) -> (n, dim) unit ConSE vectors."""
+        """(n, 1000) image-tower logits (image_logits) -> (n, dim) unit vectors before the head."""
         return l2_normalize(self._mix(logits))
 
     def _conse(self, prepared: list[np.ndarray]) -> np.ndarray:
@@ -161,7 +172,10 @@ class LiteEncoder(Encoder):
     def _mix(self, logits: np.ndarray) -> np.ndarray:
         v = self.variant
         parts = [conse(logits, c, v.temperature, v.top_k) for c in self.class_vectors]
-        return self._tower_weight * np.concatenate(parts, axis=1)
+        mixed = self._tower_weight * np.concatenate(parts, axis=1)
+        if self.bank is None:
+            return mixed
+        return mixed + self.bank.lend(logits)
 
     def _encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
         raw = self._conse(prepared)
@@ -189,8 +203,13 @@ class LiteEncoder(Encoder):
         return np.stack([h.vector for h in self.hearing.hear(clips)])
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        parts = [
-            centre(tower.embed(texts, QUERY_ROLE), mean)
-            for tower, mean in zip(self.text_towers, self._means)
-        ]
-        return self._tower_weight * np.concatenate(parts, axis=1)
+        v = self.variant
+        weights = tower_weights(texts, v.text_towers, v.route)
+        parts = []
+        for i, (tower, mean) in enumerate(zip(self.text_towers, self._means)):
+            w = weights[:, i : i + 1]
+            if not w.any():  # no query here needs this tower: skip running it
+                parts.append(np.zeros((len(texts), tower.dim), np.float32))
+                continue
+            parts.append(w * centre(tower.embed(texts, QUERY_ROLE), mean))
+        return np.concatenate(parts, axis=1)

