@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 pytest.importorskip("open_clip")
@@ -224,3 +225,23 @@ def test_lite_export_fp32_exact_and_int8_only_where_it_passes(tmp_path, photos):
     assert parity.row_cosines(lite.embed_images(paths), onnx.embed_images(paths)).min() > 0.9999
     floor = parity.INT8_MIN_COSINE if report.precision["text"] == "int8" else 0.9999
     assert parity.row_cosines(lite.embed_texts(TEXTS), onnx.embed_texts(TEXTS)).min() >= floor
+
+
+def test_lite_v2_export_keeps_the_bank_and_the_routing(tmp_path, photos):
+    """lite-v2's reference bank runs inside the image graph and the card routes non-Latin texts
+    to e5 alone: emoji that borrow captions and Hindi queries come out as in torch."""
+    from xmodal.samples import emoji_images
+
+    export_onnx("lite-v2", tmp_path / "v2")
+    card = json.loads((tmp_path / "v2" / CARD).read_text())
+    assert card["route"] is True
+    v2 = load_model("lite-v2")
+    onnx = load_model(f"onnx:{tmp_path / 'v2'}")
+    pictures = [x.path for x in emoji_images(tmp_path / "emoji")[::60]] + [photos[0].path]
+    ours, theirs = v2.embed_images(pictures), onnx.embed_images(pictures)
+    assert parity.row_cosines(ours, theirs).min() > 0.9999
+    plain = load_model("lite").embed_images(pictures)
+    assert parity.row_cosines(ours, plain).min() < 0.99  # some of them did borrow
+    assert parity.row_cosines(v2.embed_texts(TEXTS), onnx.embed_texts(TEXTS)).min() > 0.9999
+    hindi = onnx.embed_texts([TEXTS[1]])
+    assert np.abs(hindi[:, :384]).max() == 0

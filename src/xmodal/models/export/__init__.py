@@ -100,6 +100,7 @@ def _export_into(reference, tmp: Path, gallery, int8: bool, log) -> ExportReport
         logit_bias=graphs.logit_bias,
         image=graphs.image_spec,
         towers=tuple(towers),
+        route=graphs.route,
     )
     card.write(tmp)
     log(f"checking against torch on {len(gallery.images)} images and texts")

@@ -43,6 +43,7 @@ class ModelGraphs:
     image_spec: ImageSpec | None
     texts: list[TextGraph] = field(default_factory=list)
     logit_bias: float | None = None
+    route: bool = False  # non-Latin texts on the multilingual towers alone (lite/language.py)
 
 
 def graphs_for(encoder) -> ModelGraphs:
@@ -82,9 +83,15 @@ class _LiteImage(torch.nn.Module):
             self.register_buffer(f"classes{i}", torch.from_numpy(np.ascontiguousarray(vecs)))
         self.towers = len(encoder.class_vectors)
         self.head = encoder.head
+        self.bank = encoder.bank.use if encoder.bank is not None else None
+        if encoder.bank is not None:
+            for name in ("basis", "features", "captions"):
+                array = np.ascontiguousarray(getattr(encoder.bank, name), dtype=np.float32)
+                self.register_buffer(f"bank_{name}", torch.from_numpy(array))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        logits = self.net(pixels) / self.temperature
+        net_logits = self.net(pixels)
+        logits = net_logits / self.temperature
         p = torch.softmax(logits, dim=1)
         if self.top_k is not None and self.top_k < p.shape[1]:
             kept = torch.topk(p, self.top_k, dim=1)
@@ -95,11 +102,25 @@ class _LiteImage(torch.nn.Module):
             for i in range(self.towers)
         ]
         raw = self.weight * torch.cat(parts, dim=1)
+        if self.bank is not None:
+            raw = raw + self._lend(net_logits)
         if self.head is None:
             return raw
         # As LiteEncoder._encode_prepared: raw + |raw| * delta(unit raw).
         norm = raw.norm(dim=1, keepdim=True)
         return raw + norm * self.head.delta(torch.nn.functional.normalize(raw, dim=1))
+
+    def _lend(self, logits: torch.Tensor) -> torch.Tensor:
+        """As ReferenceBank.lend (models/lite/bank.py), in torch ops ONNX traces."""
+        u = self.bank
+        view = torch.nn.functional.normalize(logits - logits.mean(dim=1, keepdim=True), dim=1)
+        sim = (view @ self.bank_basis.T) @ self.bank_features.T
+        s, top = torch.topk(sim, min(u.k, sim.shape[1]), dim=1)  # sorted: s[:, :1] is the nearest
+        w = torch.relu(s - u.floor) * torch.exp((s - 1) / u.sharpness)
+        total = w.sum(dim=1, keepdim=True).clamp(min=1e-30)
+        gate = torch.relu(s[:, :1] - u.floor) / (1 - u.floor)
+        mean = (w.unsqueeze(-1) * self.bank_captions[top]).sum(dim=1) / total
+        return u.weight * gate * mean
 
 
 class _MeanPooledMiniLM(torch.nn.Module):
@@ -164,7 +185,7 @@ def _lite(encoder) -> ModelGraphs:
                 },
             )
         )
-    return ModelGraphs(_LiteImage(encoder).eval(), image_spec, texts)
+    return ModelGraphs(_LiteImage(encoder).eval(), image_spec, texts, route=encoder.variant.route)
 
 
 # -- OpenCLIP and HF --------------------------------------------------------------------------

@@ -73,6 +73,8 @@ class OnnxCard:
     image: ImageSpec | None
     towers: tuple[TowerSpec, ...]
     precision: str = "fp32"  # fp32 | int8
+    # lite-v2: a text written mostly in a non-Latin script uses the multilingual towers alone.
+    route: bool = False
     parity: dict = field(default_factory=dict)  # side -> parity.Parity.to_dict(), at export
     format: str = FORMAT
     format_version: int = FORMAT_VERSION

@@ -16,6 +16,7 @@ from PIL import Image
 from xmodal.errors import DeviceError, InvalidInputError, ModelLoadError
 from xmodal.models.base import IMAGE, TEXT, Encoder, l2_normalize
 from xmodal.models.exported.card import ImageSpec, OnnxCard, TowerSpec, read_card
+from xmodal.models.lite.language import tower_weights
 from xmodal.models.preprocess import ImageTransform
 
 # Images per ONNX Runtime call for convolutional graphs: activations stay in cache (runtime.py).
@@ -97,12 +98,21 @@ class OnnxEncoder(Encoder):
         return [_tower(self.folder, t, self._threads, self.device) for t in self.card.towers]
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        each = np.array([t.weight for t in self.card.towers], np.float32)
+        weights = np.tile(each, (len(texts), 1))
+        if self.card.route:  # as the lite variant it was exported from
+            names = tuple(t.name or "" for t in self.card.towers)
+            weights = tower_weights(texts, names, route=True)
         parts = []
-        for spec, run in zip(self.card.towers, self._towers):
+        for i, (spec, run) in enumerate(zip(self.card.towers, self._towers)):
+            w = weights[:, i : i + 1]
+            if not w.any():  # no text here needs this tower
+                parts.append(np.zeros((len(texts), spec.dim), np.float32))
+                continue
             v = l2_normalize(run(texts))
             if spec.centre is not None:
                 v = l2_normalize(v - run.centre)
-            parts.append(np.float32(spec.weight) * v)
+            parts.append(w * v)
         return np.concatenate(parts, axis=1)
 
 
