@@ -21,6 +21,10 @@ Levers:
             relu(cos - floor) * exp(cos / 0.1) * caption vector over the k nearest
   template  a query template chosen per collection from its own images (no labels): the style
             phrase ("a photo", "a drawing") nearest the collection's mean vector
+  colour    concepts the classifier cannot name but the pixels can: each picture's share of
+            ten colour names (hue, saturation and value of its non-white pixels) mixes those
+            names' texts into its vector with weight w; reported on its own for the held-out
+            queries that name a colour ("blue fedora", "green heart")
 The last row is the shipped `lite-v2` itself (its own bank data and encoder) on the same sets.
 Text vectors and image features are cached under benchmarks/out/cache.
 """
@@ -35,7 +39,15 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from _common import HINDI_QUERIES, OUT, cached, ensemble, photo_labels
-from lite_v2_data import Item, drop_near_duplicates, features, v2_sets
+from lite_v2_data import (
+    COLOUR_WORDS,
+    COLOURS,
+    Item,
+    colour_shares,
+    drop_near_duplicates,
+    features,
+    v2_sets,
+)
 from xmodal.models.lite import TEMPLATES
 from xmodal.models.lite.classes import class_texts
 from xmodal.models.lite.conse import conse
@@ -59,6 +71,7 @@ class Lever:
     lend_floor: float = 0.5  # visual cosine below which a neighbour lends nothing
     lend_mode: str = "sum"  # "sum" of weighted captions, or their "mean" times a gate
     template: str = "none"  # "none" or "auto"
+    colour: float = 0.0  # image side: + w * mix of colour-name texts by the picture's colours
 
     def label(self) -> str:
         parts = [self.class_style]
@@ -72,6 +85,8 @@ class Lever:
             )
         if self.template != "none":
             parts.append(f"template {self.template}")
+        if self.colour:
+            parts.append(f"colour {self.colour:g}")
         return " + ".join(parts)
 
 
@@ -115,17 +130,22 @@ class Model:
     def __init__(self, bench: Bench, lever: Lever):
         self.b = bench
         self.lever = lever
-        self.classes, self.means = [], []
+        self.classes, self.means, self.colours = [], [], []
         for tower in TOWERS:
             raw = bench.text(tower, CLASS_ROLE[tower], class_texts(lever.class_style))
             mean = raw.mean(axis=0)
             self.means.append(mean)
             self.classes.append(unit(raw - mean))
+            colours = bench.text(tower, CLASS_ROLE[tower], list(COLOURS.values()))
+            self.colours.append(unit(colours - mean))
         self._bank = None
 
     def images(self, set_name: str) -> np.ndarray:
         logits = self.b.feats[set_name]
         parts = [conse(logits, c, 2.0, None) for c in self.classes]
+        if self.lever.colour:
+            shares = colour_shares(self.b.sets[set_name])
+            parts = [unit(p + self.lever.colour * shares @ c) for p, c in zip(parts, self.colours)]
         v = np.concatenate(parts, axis=1) / np.sqrt(len(TOWERS))
         if self.lever.lend and set_name != "bank":
             v = unit(v + self.lever.lend * self._lent(set_name))
@@ -227,11 +247,30 @@ class Shipped:
 # -- metrics ----------------------------------------------------------------------------------
 
 
-def recall(sim: np.ndarray, query_truth: list[str], image_truth: list[str]) -> dict[int, float]:
+def first_ranks(sim: np.ndarray, query_truth: list[str], image_truth: list[str]) -> np.ndarray:
     order = np.argsort(-sim, axis=1, kind="stable")
     truth = np.asarray(image_truth)
-    first = np.array([int(np.argmax(truth[order[i]] == q)) for i, q in enumerate(query_truth)])
+    return np.array([int(np.argmax(truth[order[i]] == q)) for i, q in enumerate(query_truth)])
+
+
+def recall_of(first: np.ndarray) -> dict[int, float]:
     return {k: round(100 * float((first < k).mean()), 1) for k in KS}
+
+
+def recall(sim: np.ndarray, query_truth: list[str], image_truth: list[str]) -> dict[int, float]:
+    return recall_of(first_ranks(sim, query_truth, image_truth))
+
+
+def colour_queries(m: Model) -> dict[int, float]:
+    """Held-out emoji and clip-art queries that name a colour ("blue fedora"), each ranked in
+    its own set's gallery, pooled."""
+    firsts = []
+    for set_name in ("emoji", "clipart"):
+        captions = [x.caption for x in m.b.sets[set_name]]
+        queries = sorted(q for q in set(captions) if COLOUR_WORDS & set(q.split()))
+        sim = m.texts(queries) @ m.images(set_name).T
+        firsts.append(first_ranks(sim, queries, captions))
+    return recall_of(np.concatenate(firsts))
 
 
 def retrieval(m: Model, set_name: str, *, hindi: bool = False, leave_out: bool = False):
@@ -271,6 +310,7 @@ def evaluate(m: Model) -> dict:
         "emoji": retrieval(m, "emoji"),
         "emoji_hi": retrieval(m, "emoji", hindi=True),
         "clipart": retrieval(m, "clipart"),
+        "colour": colour_queries(m),
         **photos(m),
         "templates": {s: m.template_for(s) for s in ("emoji", "clipart", "photos")},
     }
@@ -307,7 +347,8 @@ def choose(bench: Bench, base: Lever, field: str, values) -> tuple[Lever, list]:
 
 HEADER = (
     f"{'configuration':44} {'photos':>6} {'hi-photo@1/5/10':>16} "
-    f"{'emoji@1/5/10':>17} {'emoji-hi@1/5/10':>17} {'clipart@1/5/10':>17} {'mean':>6}"
+    f"{'emoji@1/5/10':>17} {'emoji-hi@1/5/10':>17} {'clipart@1/5/10':>17} "
+    f"{'colour@1/5/10':>17} {'mean':>6}"
 )
 
 
@@ -318,7 +359,8 @@ def fmt(r: dict) -> str:
 def row(label: str, e: dict) -> str:
     return (
         f"{label:44} {e['photos']:>4}/14 {fmt(e['hindi']):>16} {fmt(e['emoji']):>17} "
-        f"{fmt(e['emoji_hi']):>17} {fmt(e['clipart']):>17} {e['score']:6.2f}"
+        f"{fmt(e['emoji_hi']):>17} {fmt(e['clipart']):>17} {fmt(e['colour']):>17} "
+        f"{e['score']:6.2f}"
     )
 
 
@@ -340,6 +382,7 @@ def main() -> None:
     style, tuning["class_style"] = choose(
         bench, v1, "class_style", ["gloss", "hyper", "hyper-broad"]
     )
+    colour, tuning["colour"] = choose(bench, v1, "colour", [0.0, 0.1, 0.2, 0.3, 0.5])
     bank, tuning["bank"] = choose(bench, v1, "bank", [0.0, 0.2, 0.5, 1.0])
     bank, tuning["bank_k"] = choose(bench, bank, "bank_k", [1, 3, 10])
     lend, tuning["lend_floor"] = choose(
@@ -353,11 +396,14 @@ def main() -> None:
     alone = [
         ("v1 (lite)", v1),
         ("route", replace(v1, route=True)),
-        (f"hyper ({style.class_style})", style),
+        # Both hypernym styles, for reading: the tuning line says which (if any) would be chosen.
+        ("hyper", replace(v1, class_style="hyper")),
+        ("hyper-broad", replace(v1, class_style="hyper-broad")),
         (f"query bank (w={bank.bank:g}, k={bank.bank_k})", bank),
         (f"bank (w={lend.lend:g}, k={lend.lend_k}, floor {lend.lend_floor:g})", lend),
         (f"bank mean (w={mean.lend:g}, k={mean.lend_k}, floor {mean.lend_floor:g})", mean),
         ("template auto", replace(v1, template="auto")),
+        (f"colour (w={colour.colour:g})", colour),
     ]
     # Photo-safe: the floor where nine in ten real photos (the wallpapers, no labels) borrow
     # nothing, then w and k on the tuning sets. Tuning sets are all drawings, so left to them
@@ -369,6 +415,7 @@ def main() -> None:
     alone.insert(-1, (f"bank photo-safe (w={safe.lend:g}, k={safe.lend_k}, floor {floor:g})", safe))
     shipped = replace(safe, route=True)  # what lite-v2 ships (models/lite/__init__.py)
     combined = replace(shipped, class_style=style.class_style)
+    combined, tuning["combined_colour"] = choose(bench, combined, "colour", [0.0, 0.1, 0.2, 0.3])
     # The combination's weights re-chosen with the other levers on (still on tuning sets).
     combined, tuning["combined_bank"] = choose(bench, combined, "bank", [0.0, 0.2, 0.5])
     combined, tuning["combined_template"] = choose(bench, combined, "template", ["none", "auto"])

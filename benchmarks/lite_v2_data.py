@@ -110,6 +110,66 @@ def features(items: list[Item], threads: int = 2) -> np.ndarray:
     return cached("v2-logits", key, compute).astype(np.float32)
 
 
+# Colour names a pixel can get (near-white is paper or padding here, so never a colour), and
+# their texts, written like class texts so the text towers place them as they place classes.
+COLOURS = {
+    "red": "red: the colour of blood, ripe tomatoes and fire engines",
+    "orange": "orange: the colour of oranges, carrots and pumpkins",
+    "yellow": "yellow: the colour of lemons, bananas and sunflowers",
+    "green": "green: the colour of grass, leaves and limes",
+    "blue": "blue: the colour of the clear sky and the deep sea",
+    "purple": "purple, violet: the colour of grapes, plums and lavender",
+    "pink": "pink: the colour of roses, flamingos and candy floss",
+    "brown": "brown: the colour of wood, chocolate and soil",
+    "black": "black: the colour of coal, soot and the night sky",
+    "grey": "grey, gray: the colour of ash, concrete and storm clouds",
+}
+COLOUR_WORDS = frozenset({*COLOURS, "gray"})
+SIDE = 56  # colours are read off a SIDE x SIDE thumbnail
+
+
+def colour_shares(items: list[Item]) -> np.ndarray:
+    """(n, len(COLOURS)) share of each picture's non-white pixels per colour name, cached."""
+    key = "|".join(["colours", *(str(x.path) for x in items)])
+    transform = ImageTransform(SIDE, (0, 0, 0), (1, 1, 1), resize_mode="pad")
+
+    def compute() -> np.ndarray:
+        return np.stack([_shares(transform(load_image(x.path))) for x in items])
+
+    return cached("v2-colours", key, compute)
+
+
+def _shares(rgb: np.ndarray) -> np.ndarray:
+    """(3, s, s) RGB in [0, 1] -> shares per COLOURS name, by hue, saturation and value."""
+    r, g, b = rgb.reshape(3, -1)
+    mx, mn = rgb.reshape(3, -1).max(axis=0), rgb.reshape(3, -1).min(axis=0)
+    fg = mn < 0.94  # not paper, padding or transparency
+    sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0)
+    delta = np.maximum(mx - mn, 1e-6)
+    hue = np.select(
+        [mx == r, mx == g], [((g - b) / delta) % 6, (b - r) / delta + 2], (r - g) / delta + 4
+    ) * 60
+    names = np.full(r.shape, "", dtype=object)
+    chromatic = (sat >= 0.25) & (mx >= 0.2)
+    names[~chromatic] = np.where(mx[~chromatic] < 0.25, "black", "grey")
+    h, v = hue[chromatic], mx[chromatic]
+    names[chromatic] = np.select(
+        [
+            (h < 15) | (h >= 345),
+            (h < 45) & (v < 0.6),
+            h < 45,
+            h < 70,
+            h < 165,
+            h < 255,
+            h < 290,
+        ],
+        ["red", "brown", "orange", "yellow", "green", "blue", "purple"],
+        "pink",
+    )
+    out = np.array([np.sum(fg & (names == c)) for c in COLOURS], np.float32)
+    return out / max(1, int(fg.sum()))
+
+
 def drop_near_duplicates(bank_logits: np.ndarray, held_logits: list[np.ndarray]) -> np.ndarray:
     """Mask over the bank: False where a bank picture is a near-duplicate of a held-out one."""
 
