@@ -129,8 +129,10 @@ SIDE = 56  # colours are read off a SIDE x SIDE thumbnail
 
 
 def colour_shares(items: list[Item]) -> np.ndarray:
-    """(n, len(COLOURS)) share of each picture's non-white pixels per colour name, cached."""
-    key = "|".join(["colours", *(str(x.path) for x in items)])
+    """(n, len(COLOURS) + 1) share of each picture's non-white pixels per colour name, and last
+    1.0 where all four edges are near-white (a drawing or cut-out on paper, not a padded
+    photo, which has content on two edges at least), cached."""
+    key = "|".join(["colours+edges", *(str(x.path) for x in items)])
     transform = ImageTransform(SIDE, (0, 0, 0), (1, 1, 1), resize_mode="pad")
 
     def compute() -> np.ndarray:
@@ -146,9 +148,12 @@ def _shares(rgb: np.ndarray) -> np.ndarray:
     fg = mn < 0.94  # not paper, padding or transparency
     sat = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-6), 0)
     delta = np.maximum(mx - mn, 1e-6)
-    hue = np.select(
-        [mx == r, mx == g], [((g - b) / delta) % 6, (b - r) / delta + 2], (r - g) / delta + 4
-    ) * 60
+    hue = (
+        np.select(
+            [mx == r, mx == g], [((g - b) / delta) % 6, (b - r) / delta + 2], (r - g) / delta + 4
+        )
+        * 60
+    )
     names = np.full(r.shape, "", dtype=object)
     chromatic = (sat >= 0.25) & (mx >= 0.2)
     names[~chromatic] = np.where(mx[~chromatic] < 0.25, "black", "grey")
@@ -167,7 +172,10 @@ def _shares(rgb: np.ndarray) -> np.ndarray:
         "pink",
     )
     out = np.array([np.sum(fg & (names == c)) for c in COLOURS], np.float32)
-    return out / max(1, int(fg.sum()))
+    paper = (~fg).reshape(rgb.shape[1:])
+    edges = [paper[0], paper[-1], paper[:, 0], paper[:, -1]]
+    on_paper = float(all(e.mean() >= 0.9 for e in edges))
+    return np.append(out / max(1, int(fg.sum())), np.float32(on_paper))
 
 
 def drop_near_duplicates(bank_logits: np.ndarray, held_logits: list[np.ndarray]) -> np.ndarray:
