@@ -61,6 +61,9 @@ def emoji(tmp_path_factory):
         ("a photo of a cat", False),
         ("photo of बिल्ली", False),  # more Latin letters than Devanagari ones
         ("猫の写真", True),
+        ("café crème brûlée", False),  # accented letters are Latin too
+        ("phở bò", False),
+        ("кошка", True),
         ("123 ?!", False),  # no letters: nothing to route on
         ("", False),
     ],

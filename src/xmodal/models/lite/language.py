@@ -8,6 +8,8 @@ non-Latin script to its multilingual towers alone; a Latin-script query keeps ev
 
 from __future__ import annotations
 
+import unicodedata
+
 import numpy as np
 
 # Towers trained on many languages and scripts.
@@ -15,10 +17,15 @@ MULTILINGUAL = frozenset({"e5"})
 
 
 def mostly_non_latin(text: str) -> bool:
-    """True when under half of the letters are ASCII. Only letters count: digits, punctuation
-    and Devanagari's vowel signs (combining marks, not letters) say nothing either way."""
+    """True when under half of the letters are Latin (a-z, or accented: é, ở). Only letters
+    count: digits, punctuation and Devanagari's vowel signs (combining marks, not letters) say
+    nothing either way."""
     letters = [c for c in text if c.isalpha()]
-    return bool(letters) and 2 * sum(c.isascii() for c in letters) < len(letters)
+    return bool(letters) and 2 * sum(_latin(c) for c in letters) < len(letters)
+
+
+def _latin(letter: str) -> bool:
+    return letter.isascii() or unicodedata.name(letter, "").startswith("LATIN ")
 
 
 def tower_weights(texts: list[str], towers: tuple[str, ...], route: bool) -> np.ndarray:
