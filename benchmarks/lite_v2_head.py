@@ -41,7 +41,7 @@ from lite_v2 import (
     row,
     unit,
 )
-from lite_v2_data import v2_sets
+from lite_v2_data import colour_shares, v2_sets
 from xmodal.models.lite.head import AlignmentHead
 
 GRID = [(epochs, anchor) for epochs in (5, 15, 40) for anchor in (0.0, 1.0, 10.0)]
@@ -54,9 +54,11 @@ class Headed(Model):
     pictures that look like the bank (nearest bank cosine above the photo-safe floor) get the
     head, so photos keep ConSE; a bank lever then adds its borrowed captions on top."""
 
-    def __init__(self, bench: Bench, head: AlignmentHead, lever: Lever, gated: bool = False):
+    def __init__(
+        self, bench: Bench, head: AlignmentHead, lever: Lever, gated: bool = False, paper=False
+    ):
         super().__init__(bench, lever)
-        self.head, self.gated = head, gated
+        self.head, self.gated, self.paper = head, gated, paper
 
     def images(self, set_name: str) -> np.ndarray:
         plain = Model(self.b, replace(self.lever, lend=0.0)).images(set_name).astype(np.float32)
@@ -66,6 +68,8 @@ class Headed(Model):
             keep = self.b.bank_keep
             near = logit_unit(self.b.feats[set_name]) @ logit_unit(self.b.feats["bank"][keep]).T
             v = np.where(near.max(axis=1, keepdims=True) > self.lever_floor(), v, plain)
+        if self.paper:  # only pictures on a white ground (all four edges near-white)
+            v = np.where(colour_shares(self.b.sets[set_name])[:, -1:] > 0, v, plain)
         if self.lever.lend and set_name != "bank":
             v = unit(v + self.lever.lend * self._lent(set_name))
         return v
@@ -188,6 +192,8 @@ def main() -> None:
         ("head, gated like the bank", Headed(bench, head, Lever(), gated=True)),
         ("route + gated head + bank", Headed(bench, head, shipped, gated=True)),
         ("route + photo-safe head + bank", Headed(bench, safe_head, shipped)),
+        ("head on white ground", Headed(bench, head, Lever(), paper=True)),
+        ("route + head on white ground + bank", Headed(bench, head, shipped, paper=True)),
         ("lite-v2 (shipped)", Shipped(bench, "lite-v2")),
     ]:
         print(row(label, evaluate(m)))
