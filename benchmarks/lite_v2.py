@@ -50,6 +50,7 @@ from lite_v2_data import (
     v2_sets,
 )
 from xmodal.models.lite import TEMPLATES
+from xmodal.models.lite.bank import visual_view
 from xmodal.models.lite.classes import class_texts
 from xmodal.models.lite.conse import conse
 from xmodal.models.lite.language import mostly_non_latin
@@ -58,7 +59,7 @@ from xmodal.models.lite.text import TEXT_TOWERS
 
 KS = (1, 5, 10)
 TOWERS = ("minilm", "e5")
-STYLE_PHRASES = {"{}": None, "a photo of {}": "a photo", "a drawing of {}": "a drawing"}
+STYLE_PHRASES = {"a photo of {}": "a photo", "a drawing of {}": "a drawing"}
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,6 @@ class Lever:
 
 def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def logit_unit(logits: np.ndarray) -> np.ndarray:
-    return unit(logits - logits.mean(axis=1, keepdims=True))
 
 
 class Bench:
@@ -162,7 +159,7 @@ class Model:
         floor, as caption vectors written like class texts."""
         keep = self.b.bank_keep
         bank = [x for x, k in zip(self.b.sets["bank"], keep) if k]
-        sim = logit_unit(self.b.feats[set_name]) @ logit_unit(self.b.feats["bank"][keep]).T
+        sim = visual_view(self.b.feats[set_name]) @ visual_view(self.b.feats["bank"][keep]).T
         if set_name.startswith("tune"):  # a tuning picture never borrows its own caption
             own = np.array([x.caption for x in self.b.sets[set_name]])
             sim[own[:, None] == np.array([x.caption for x in bank])[None, :]] = -1.0
@@ -224,9 +221,8 @@ class Model:
         if self.lever.template == "none":
             return "{}"
         centre = unit(self.images(set_name).mean(axis=0))
-        phrases = {t: p for t, p in STYLE_PHRASES.items() if p}
-        vecs = self._tower_texts(list(phrases.values()))
-        return list(phrases)[int(np.argmax(vecs @ centre))]
+        vecs = self._tower_texts(list(STYLE_PHRASES.values()))
+        return list(STYLE_PHRASES)[int(np.argmax(vecs @ centre))]
 
 
 class Shipped:
@@ -339,7 +335,8 @@ def tune_score(m: Model) -> float:
 def photo_floor(bench: Bench) -> float:
     """The 90th percentile of the wallpapers' best visual cosine to the bank, to 0.01."""
     keep = bench.bank_keep
-    best = (logit_unit(bench.feats["wallpapers"]) @ logit_unit(bench.feats["bank"][keep]).T).max(1)
+    bank = visual_view(bench.feats["bank"][keep])
+    best = (visual_view(bench.feats["wallpapers"]) @ bank.T).max(axis=1)
     return round(float(np.percentile(best, 90)), 2)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from _common import OUT, cached
 from indexing import wallpapers
 from xmodal.images import load_image
+from xmodal.models.lite.bank import NEAR_DUPLICATE, visual_view
 from xmodal.models.lite.spec import IMAGE_TOWERS
 from xmodal.models.preprocess import ImageTransform
 from xmodal.samples import (
@@ -38,7 +39,6 @@ from xmodal.samples import (
     split_of,
 )
 
-NEAR_DUPLICATE = 0.98
 TOWER = IMAGE_TOWERS["lite0"]
 
 
@@ -180,13 +180,8 @@ def _shares(rgb: np.ndarray) -> np.ndarray:
 
 def drop_near_duplicates(bank_logits: np.ndarray, held_logits: list[np.ndarray]) -> np.ndarray:
     """Mask over the bank: False where a bank picture is a near-duplicate of a held-out one."""
-
-    def unit(x):
-        x = x - x.mean(axis=1, keepdims=True)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-    b = unit(bank_logits)
+    b = visual_view(bank_logits)
     keep = np.ones(len(b), bool)
     for h in held_logits:
-        keep &= (b @ unit(h).T).max(axis=1) < NEAR_DUPLICATE
+        keep &= (b @ visual_view(h).T).max(axis=1) < NEAR_DUPLICATE
     return keep

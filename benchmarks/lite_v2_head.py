@@ -36,12 +36,12 @@ from lite_v2 import (
     Model,
     Shipped,
     evaluate,
-    logit_unit,
     photo_floor,
     row,
     unit,
 )
 from lite_v2_data import colour_shares, v2_sets
+from xmodal.models.lite.bank import visual_view
 from xmodal.models.lite.head import AlignmentHead
 
 GRID = [(epochs, anchor) for epochs in (5, 15, 40) for anchor in (0.0, 1.0, 10.0)]
@@ -66,7 +66,7 @@ class Headed(Model):
             v = self.head(torch.from_numpy(plain)).numpy()
         if self.gated:
             keep = self.b.bank_keep
-            near = logit_unit(self.b.feats[set_name]) @ logit_unit(self.b.feats["bank"][keep]).T
+            near = visual_view(self.b.feats[set_name]) @ visual_view(self.b.feats["bank"][keep]).T
             v = np.where(near.max(axis=1, keepdims=True) > self.lever_floor(), v, plain)
         if self.paper:  # only pictures on a white ground (all four edges near-white)
             v = np.where(colour_shares(self.b.sets[set_name])[:, -1:] > 0, v, plain)

@@ -91,8 +91,6 @@ def write_scenes() -> None:
         print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
-# Bank pictures at this visual cosine or closer to a reported picture are its near-duplicates.
-NEAR_DUPLICATE = 0.98
 # Principal axes of the bank's visual view that are kept: 256 hold 97% of its energy and keep
 # 91-96% of each held-out picture's five nearest bank pictures (128: 76-90%).
 BANK_AXES = 256
@@ -151,7 +149,13 @@ def visual_views(paths: list[Path]) -> np.ndarray:
 
 
 def write_bank() -> None:
-    from xmodal.models.lite.bank import CAPTIONS_FILE, VISUAL_FILE, caption_vectors_file, quantise
+    from xmodal.models.lite.bank import (
+        CAPTIONS_FILE,
+        NEAR_DUPLICATE,
+        VISUAL_FILE,
+        caption_vectors_file,
+        quantise,
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         bank, reported = bank_pictures(Path(tmp))

@@ -16,7 +16,7 @@ from PIL import Image
 from xmodal.errors import DeviceError, InvalidInputError, ModelLoadError
 from xmodal.models.base import IMAGE, TEXT, Encoder, l2_normalize
 from xmodal.models.exported.card import ImageSpec, OnnxCard, TowerSpec, read_card
-from xmodal.models.lite.language import tower_weights
+from xmodal.models.lite.language import joint_vectors, tower_weights
 from xmodal.models.preprocess import ImageTransform
 
 # Images per ONNX Runtime call for convolutional graphs: activations stay in cache (runtime.py).
@@ -103,17 +103,13 @@ class OnnxEncoder(Encoder):
         if self.card.route:  # as the lite variant it was exported from
             names = tuple(t.name or "" for t in self.card.towers)
             weights = tower_weights(texts, names, route=True)
-        parts = []
-        for i, (spec, run) in enumerate(zip(self.card.towers, self._towers)):
-            w = weights[:, i : i + 1]
-            if not w.any():  # no text here needs this tower
-                parts.append(np.zeros((len(texts), spec.dim), np.float32))
-                continue
-            v = l2_normalize(run(texts))
-            if spec.centre is not None:
-                v = l2_normalize(v - run.centre)
-            parts.append(w * v)
-        return np.concatenate(parts, axis=1)
+        specs, runs = self.card.towers, self._towers
+
+        def embed(i: int) -> np.ndarray:
+            v = l2_normalize(runs[i](texts))
+            return v if specs[i].centre is None else l2_normalize(v - runs[i].centre)
+
+        return joint_vectors(weights, [t.dim for t in specs], embed)
 
 
 class _OnnxTower:

@@ -32,6 +32,9 @@ from xmodal.models.lite.spec import BankUse
 
 CAPTIONS_FILE = DATA_DIR / "bank_captions.tsv"
 VISUAL_FILE = DATA_DIR / "bank_visual.npz"
+# A bank picture at this visual cosine or closer to a reported picture is its near-duplicate
+# and is left out of the bank (scripts/build_lite_data.py, benchmarks/lite_v2_data.py).
+NEAR_DUPLICATE = 0.98
 
 
 def caption_vectors_file(tower: str, role: str) -> Path:
@@ -103,9 +106,6 @@ class ReferenceBank:
             parts.append(w * l2_normalize(raw if mean is None else raw - mean))
         self.captions = np.concatenate(parts, axis=1)  # (n, dim), rows unit
         self.use = use
-
-    def __len__(self) -> int:
-        return len(self.features)
 
     def similarity(self, logits: np.ndarray) -> np.ndarray:
         """(n, 1000) logits -> (n, bank size) visual cosines, through the bank's principal

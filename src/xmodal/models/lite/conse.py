@@ -18,7 +18,7 @@ from xmodal.audio import Clip
 from xmodal.errors import InvalidInputError
 from xmodal.models.base import AUDIO, IMAGE, TEXT, Encoder, Heard, l2_normalize
 from xmodal.models.lite.classes import load_class_embeddings
-from xmodal.models.lite.language import tower_weights
+from xmodal.models.lite.language import joint_vectors, tower_weights
 from xmodal.models.lite.spec import CLASS_ROLE, IMAGE_TOWERS, QUERY_ROLE, TEMPLATES, LiteVariant
 from xmodal.models.lite.text import TEXT_TOWERS
 from xmodal.models.preprocess import ImageTransform
@@ -204,12 +204,9 @@ class LiteEncoder(Encoder):
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         v = self.variant
-        weights = tower_weights(texts, v.text_towers, v.route)
-        parts = []
-        for i, (tower, mean) in enumerate(zip(self.text_towers, self._means)):
-            w = weights[:, i : i + 1]
-            if not w.any():  # no query here needs this tower: skip running it
-                parts.append(np.zeros((len(texts), tower.dim), np.float32))
-                continue
-            parts.append(w * centre(tower.embed(texts, QUERY_ROLE), mean))
-        return np.concatenate(parts, axis=1)
+        towers, means = self.text_towers, self._means
+        return joint_vectors(
+            tower_weights(texts, v.text_towers, v.route),
+            [t.dim for t in towers],
+            lambda i: centre(towers[i].embed(texts, QUERY_ROLE), means[i]),
+        )

@@ -38,3 +38,13 @@ def tower_weights(texts: list[str], towers: tuple[str, ...], route: bool) -> np.
         routed = np.array([mostly_non_latin(t) for t in texts], bool)
         weights[routed] = np.where(multi, 1 / np.sqrt(multi.sum()), 0.0)
     return weights
+
+
+def joint_vectors(weights: np.ndarray, dims: list[int], embed) -> np.ndarray:
+    """Per-tower unit vectors, embed(i) -> (n, dims[i]), times their per-text weights and side
+    by side. A tower no text needs (all its weights 0) is not run: zeros stand in."""
+    parts = []
+    for i, dim in enumerate(dims):
+        w = weights[:, i : i + 1]
+        parts.append(w * embed(i) if w.any() else np.zeros((len(weights), dim), np.float32))
+    return np.concatenate(parts, axis=1)
